@@ -1,0 +1,150 @@
+//! The outbound HTTP client and the classification of an attempt's result.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+
+use super::signature_header;
+use crate::domain::{AttemptOutcome, Endpoint, EventId};
+
+/// Most of a response body we read, to show it in `last_error` and to let the
+/// connection be reused; anything larger is cut off.
+const MAX_BODY_PREFIX: usize = 4096;
+/// Most of a body shown in `last_error`.
+const MAX_ERROR_BODY: usize = 256;
+
+/// What one attempt found.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    pub outcome: AttemptOutcome,
+    pub status_code: Option<u16>,
+    /// Human-readable cause of a failure.
+    pub error: Option<String>,
+    pub duration: Duration,
+    /// A `Retry-After` the receiver asked for (429 / 503), as a delay.
+    pub retry_after: Option<Duration>,
+}
+
+/// Sends deliveries. Cheap to clone; one connection pool for all endpoints.
+#[derive(Clone)]
+pub struct DeliveryClient {
+    http: reqwest::Client,
+}
+
+impl DeliveryClient {
+    pub fn new(timeout: Duration) -> reqwest::Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self { http })
+    }
+
+    /// Makes one attempt; never fails, every failure is a classified report.
+    pub async fn send(&self, endpoint: &Endpoint, event_id: &EventId, payload: Bytes, now_unix_s: i64) -> AttemptReport {
+        let signature = signature_header(
+            endpoint.signing_secrets(now_unix_s.saturating_mul(1000)),
+            event_id.as_str(),
+            now_unix_s,
+            &payload,
+        );
+        let mut headers = HeaderMap::with_capacity(4);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert("webhook-id", header_value(event_id.as_str()));
+        headers.insert("webhook-timestamp", HeaderValue::from(now_unix_s));
+        headers.insert("webhook-signature", header_value(&signature));
+
+        let started = Instant::now();
+        let result = self.http.post(endpoint.url.as_str()).headers(headers).body(payload).send().await;
+        let report = match result {
+            Ok(response) => classify_response(response).await,
+            Err(error) => classify_error(&error),
+        };
+        AttemptReport { duration: started.elapsed(), ..report }
+    }
+}
+
+async fn classify_response(mut response: reqwest::Response) -> AttemptReport {
+    let status = response.status();
+    let retry_after = response.headers().get(RETRY_AFTER).and_then(parse_retry_after);
+    let mut body = Vec::new();
+    let mut body_error = None;
+    while body.len() < MAX_BODY_PREFIX {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(MAX_BODY_PREFIX - body.len())]),
+            Ok(None) => break,
+            Err(e) => {
+                body_error = Some(e);
+                break;
+            }
+        }
+    }
+    if status.is_success() {
+        // The receiver said yes; a body cut short afterwards does not change that.
+        return report(AttemptOutcome::Success, Some(status.as_u16()), None, None);
+    }
+    let mut error = format!("HTTP {}", status.as_u16());
+    if status.is_redirection() {
+        if let Some(location) = response.headers().get("location").and_then(|l| l.to_str().ok()) {
+            error.push_str(&format!(" redirect to {location} (not followed)"));
+        }
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_BODY)]);
+    let text = text.trim();
+    if !text.is_empty() {
+        error.push_str(": ");
+        error.push_str(text);
+    }
+    if let Some(e) = body_error {
+        error.push_str(&format!(" (reading the body failed: {})", describe(&e)));
+    }
+    let retry_after = retry_after.filter(|_| matches!(status.as_u16(), 429 | 503));
+    report(AttemptOutcome::HttpError, Some(status.as_u16()), Some(error), retry_after)
+}
+
+fn report(
+    outcome: AttemptOutcome,
+    status_code: Option<u16>,
+    error: Option<String>,
+    retry_after: Option<Duration>,
+) -> AttemptReport {
+    AttemptReport { outcome, status_code, error, duration: Duration::ZERO, retry_after }
+}
+
+fn classify_error(error: &reqwest::Error) -> AttemptReport {
+    let outcome = if error.is_timeout() { AttemptOutcome::Timeout } else { AttemptOutcome::ConnectError };
+    report(outcome, None, Some(describe(error)), None)
+}
+
+/// The error with its causes, which reqwest keeps in the source chain.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).expect("ids and signatures are visible ASCII")
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare for webhooks and ignored).
+fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
+    value.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}

@@ -1,0 +1,10 @@
+//! The dispatcher: one worker per endpoint claims that endpoint's due deliveries and
+//! runs attempts with a bounded concurrency, so a slow endpoint only slows itself.
+
+mod pool;
+mod retry;
+mod step;
+
+pub use pool::Dispatcher;
+pub use retry::RetryPolicy;
+pub use step::{deliver_one, DispatchContext};

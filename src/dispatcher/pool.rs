@@ -1,0 +1,180 @@
+//! The worker pool: one long-lived task per endpoint that has work, each with at
+//! most `endpoint_concurrency` attempts in flight, all under one global cap.
+//!
+//! A worker sleeps until its endpoint's next due delivery, or until it is woken
+//! (new event, replay, endpoint changed). No lock is held across an HTTP call: a
+//! claim is a lease in the store, and the attempt runs as its own task.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::step::{deliver_one, DispatchContext};
+use crate::domain::{now_ms, EndpointId, MerchantId, UnixMillis};
+
+/// How long past the attempt timeout a lease lasts before another worker may
+/// take the delivery over.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// Pause after a store error before a worker tries again.
+const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Handle to the pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    ctx: Arc<DispatchContext>,
+    /// Wake-up signal of each running endpoint worker.
+    workers: Mutex<HashMap<EndpointId, Arc<Notify>>>,
+    /// Attempts in flight across all endpoints.
+    global: Arc<Semaphore>,
+    endpoint_concurrency: usize,
+    lease: Duration,
+    stop: CancellationToken,
+    /// Every worker task, so a stop can wait for them.
+    tracker: TaskTracker,
+}
+
+impl Dispatcher {
+    pub fn new(
+        ctx: DispatchContext,
+        endpoint_concurrency: usize,
+        delivery_concurrency: usize,
+        attempt_timeout: Duration,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                ctx: Arc::new(ctx),
+                workers: Mutex::new(HashMap::new()),
+                global: Arc::new(Semaphore::new(delivery_concurrency)),
+                endpoint_concurrency,
+                lease: attempt_timeout + LEASE_MARGIN,
+                stop,
+                tracker: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Starts a worker for every stored endpoint, so work left from before a restart
+    /// (retries, cut-off attempts) resumes.
+    pub async fn start(&self) -> anyhow::Result<()> {
+        let endpoints = self.shared.ctx.store.list_all_endpoints().await?;
+        for endpoint in endpoints {
+            self.wake(&endpoint.merchant_id, &endpoint.id);
+        }
+        Ok(())
+    }
+
+    /// Tells the endpoint's worker to look at its queue now, starting it if needed.
+    pub fn wake(&self, merchant: &MerchantId, endpoint: &EndpointId) {
+        if self.shared.stop.is_cancelled() {
+            return;
+        }
+        let mut workers = self.shared.workers.lock().expect("worker table poisoned");
+        if let Some(signal) = workers.get(endpoint) {
+            signal.notify_one();
+            return;
+        }
+        let signal = Arc::new(Notify::new());
+        workers.insert(endpoint.clone(), signal.clone());
+        let shared = self.shared.clone();
+        let (merchant, endpoint) = (merchant.clone(), endpoint.clone());
+        self.shared.tracker.spawn(async move {
+            shared.run_until_stopped(&merchant, &endpoint, &signal).await;
+            let mut workers = shared.workers.lock().expect("worker table poisoned");
+            if workers.get(&endpoint).is_some_and(|current| Arc::ptr_eq(current, &signal)) {
+                workers.remove(&endpoint);
+            }
+        });
+    }
+
+    /// After the stop token fired: waits up to `grace` for attempts under way.
+    /// Returns whether everything finished in time.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.shared.tracker.close();
+        tokio::time::timeout(grace, self.shared.tracker.wait()).await.is_ok()
+    }
+}
+
+impl Shared {
+    async fn run_until_stopped(&self, merchant: &MerchantId, endpoint_id: &EndpointId, signal: &Notify) {
+        let mut in_flight = JoinSet::new();
+        loop {
+            let endpoint = match self.ctx.store.get_endpoint(merchant, endpoint_id).await {
+                Ok(Some(endpoint)) => Arc::new(endpoint),
+                Ok(None) => break, // deleted
+                Err(error) => {
+                    tracing::error!(%endpoint_id, error = %crate::error::error_chain(&error), "reading an endpoint failed");
+                    if self.pause(ERROR_BACKOFF).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+
+            let mut next_due: Option<UnixMillis> = None;
+            let free = self.endpoint_concurrency.saturating_sub(in_flight.len());
+            if endpoint.enabled && free > 0 {
+                let first = tokio::select! {
+                    permit = self.global.clone().acquire_owned() => permit.expect("semaphore never closed"),
+                    _ = self.stop.cancelled() => break,
+                };
+                let mut permits = vec![first];
+                while permits.len() < free {
+                    match self.global.clone().try_acquire_owned() {
+                        Ok(permit) => permits.push(permit),
+                        Err(_) => break,
+                    }
+                }
+                match self.ctx.store.claim_due(endpoint_id, now_ms(), permits.len(), self.lease).await {
+                    Ok(claimed) => {
+                        next_due = claimed.next_due;
+                        for claim in claimed.claims {
+                            let permit = permits.pop().expect("no more claims than permits");
+                            let (ctx, endpoint) = (self.ctx.clone(), endpoint.clone());
+                            in_flight.spawn(async move {
+                                let _permit = permit;
+                                if let Err(error) = deliver_one(&ctx, &endpoint, claim).await {
+                                    tracing::error!(error = %crate::error::error_chain(&error), "recording an attempt failed; the lease will expire and the delivery be retried");
+                                }
+                            });
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%endpoint_id, error = %crate::error::error_chain(&error), "claiming deliveries failed");
+                        next_due = Some(now_ms() + ERROR_BACKOFF.as_millis() as i64);
+                    }
+                }
+            }
+
+            // Sleep until something can change: a wake-up, an attempt ending (a slot
+            // frees), the next due time (only worth it with a free slot), or a stop.
+            let can_claim = endpoint.enabled && in_flight.len() < self.endpoint_concurrency;
+            let sleep_for = next_due.filter(|_| can_claim).map(|due| Duration::from_millis((due - now_ms()).max(0) as u64));
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = signal.notified() => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                _ = tokio::time::sleep(sleep_for.unwrap_or_default()), if sleep_for.is_some() => {}
+            }
+        }
+        // Let attempts under way finish; the pool's drain bounds how long we wait.
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    /// Sleeps unless stopped first; returns whether a stop came.
+    async fn pause(&self, duration: Duration) -> bool {
+        tokio::select! {
+            _ = self.stop.cancelled() => true,
+            _ = tokio::time::sleep(duration) => false,
+        }
+    }
+}

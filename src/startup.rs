@@ -1,0 +1,232 @@
+//! The application: settings in, a bound listener, THE route table, and the
+//! dispatcher, run until the stop token fires.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{error::JsonPayloadError, web, App, HttpResponse, HttpServer};
+use anyhow::Context as _;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminAuth};
+use crate::config::{Secret, Settings};
+use crate::delivery::DeliveryClient;
+use crate::dispatcher::{DispatchContext, Dispatcher, RetryPolicy};
+use crate::error::ApiError;
+use crate::health::{self, Readiness};
+use crate::ingest;
+use crate::metrics::{self, Metrics};
+use crate::store::{self, Store};
+
+/// Largest admin request body.
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
+/// Settings the HTTP handlers read.
+pub struct AppConfig {
+    /// Base URL of `ingest_url`, without trailing slash.
+    pub public_url: String,
+    pub max_payload_bytes: usize,
+    pub max_endpoints_per_merchant: usize,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    dispatcher: Dispatcher,
+    store: Arc<dyn Store>,
+    readiness: web::Data<Readiness>,
+    admin_token: Secret,
+    stop: CancellationToken,
+    grace: Duration,
+}
+
+impl Application {
+    /// Opens the store, binds the listener (port 0 picks a free one) and starts the
+    /// dispatcher. Nothing is served until [`Application::run_until_stopped`].
+    pub async fn build(settings: Settings, stop: CancellationToken) -> anyhow::Result<Self> {
+        let store = store::open(&settings).await?;
+        let admin_token = match &settings.admin_token {
+            Some(token) => token.clone(),
+            None => load_or_create_admin_token(&settings.data_dir)?,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let client = DeliveryClient::new(settings.delivery_timeout).context("building the HTTP client")?;
+        let ctx = DispatchContext {
+            store: store.clone(),
+            client,
+            metrics: metrics.clone(),
+            policy: RetryPolicy::new(settings.retry_initial, settings.retry_max, settings.retry_max_attempts),
+        };
+        let dispatcher = Dispatcher::new(
+            ctx,
+            settings.endpoint_concurrency,
+            settings.delivery_concurrency,
+            settings.delivery_timeout,
+            stop.clone(),
+        );
+        dispatcher.start().await.context("starting the delivery workers")?;
+
+        let listener =
+            TcpListener::bind(settings.listen).with_context(|| format!("binding HOOKRELAY_LISTEN={}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let public_url = if settings.listen.port() == 0 {
+            // Tests bind port 0: point ingest_url at the port actually taken.
+            settings.public_url.replace(":0", &format!(":{port}"))
+        } else {
+            settings.public_url.clone()
+        };
+        let readiness = web::Data::new(Readiness::default());
+        let app_config = web::Data::new(AppConfig {
+            public_url,
+            max_payload_bytes: settings.max_payload_bytes,
+            max_endpoints_per_merchant: settings.max_endpoints_per_merchant,
+        });
+        let store_data: web::Data<dyn Store> = web::Data::from(store.clone());
+        let metrics_data = web::Data::from(metrics);
+        let dispatcher_data = web::Data::new(dispatcher.clone());
+        let auth = web::Data::new(AdminAuth::new(admin_token.clone()));
+        let readiness_data = readiness.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(tracing_actix_web::TracingLogger::default())
+                .app_data(store_data.clone())
+                .app_data(metrics_data.clone())
+                .app_data(dispatcher_data.clone())
+                .app_data(app_config.clone())
+                .app_data(auth.clone())
+                .app_data(readiness_data.clone())
+                .app_data(json_config())
+                .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                    ApiError::bad_request("invalid_query", format!("invalid query string: {e}")).into()
+                }))
+                .app_data(web::PathConfig::default().error_handler(|e, _| {
+                    ApiError::bad_request("invalid_path", format!("invalid path: {e}")).into()
+                }))
+                .route("/ingest/{merchant_id}", web::post().to(ingest::ingest_event))
+                .route("/healthz", web::get().to(health::healthz))
+                .route("/readyz", web::get().to(health::readyz))
+                .route("/metrics", web::get().to(metrics::serve_metrics))
+                .service(web::scope("/api/v1").wrap(from_fn(admin::require_admin)).configure(admin::routes))
+                .default_service(web::to(no_route))
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
+        .run();
+
+        readiness.set(true);
+        Ok(Self {
+            port,
+            server,
+            dispatcher,
+            store,
+            readiness,
+            admin_token,
+            stop,
+            grace: settings.shutdown_grace,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The admin bearer token in force (given, or generated into the data directory).
+    pub fn admin_token(&self) -> &str {
+        self.admin_token.expose()
+    }
+
+    /// Serves until the stop token fires, then: readiness off, no new requests,
+    /// attempts under way finish within the grace period, the store is synced.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            result = &mut server => {
+                self.stop.cancel();
+                result.context("the HTTP server task failed")?.context("the HTTP server stopped")?;
+            }
+        }
+        self.readiness.set(false);
+        let (_, drained) = tokio::join!(handle.stop(true), self.dispatcher.drain(self.grace));
+        if !drained {
+            tracing::warn!(grace_ms = self.grace.as_millis() as u64, "attempts still running at the end of the grace period; they will be retried after restart");
+        }
+        self.store.sync().await.context("syncing the store at shutdown")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Reads `<data dir>/admin_token`, creating it (mode 0600) with a random token on first start.
+fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<Secret> {
+    use std::io::Write as _;
+
+    let path = data_dir.join("admin_token");
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => {
+            tracing::info!(path = %path.display(), "admin token read from file");
+            return Ok(Secret::new(token.trim()));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading the admin token from {}", path.display())),
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let token = crate::domain::IngestToken::generate().expose().replacen("whk_", "hra_", 1);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(token.as_bytes())
+        .and_then(|_| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated an admin token (HOOKRELAY_ADMIN_TOKEN was unset); read it from this file");
+    Ok(Secret::new(token))
+}
+
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(ADMIN_BODY_LIMIT)
+        .content_type_required(false)
+        .error_handler(|e, _| json_error(e).into())
+}
+
+fn json_error(error: JsonPayloadError) -> ApiError {
+    match error {
+        JsonPayloadError::Deserialize(e) => serde_error(e),
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => ApiError::client(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("admin request bodies are limited to {ADMIN_BODY_LIMIT} bytes"),
+        ),
+        other => ApiError::bad_request("invalid_json", other.to_string()),
+    }
+}
+
+fn serde_error(error: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Data => ApiError::unprocessable("validation_error", error.to_string()),
+        _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {error}")),
+    }
+}
+
+/// Parses an optional JSON body: empty means the type's default.
+pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(serde_error)
+}
+
+async fn no_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::client(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such route"))
+}

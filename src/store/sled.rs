@@ -1,0 +1,757 @@
+//! The embedded store: sled 0.34 in one directory, for one process.
+//!
+//! Writes from ingest and the admin API return only after [`Durability`] has flushed
+//! and fsync'd them. Outcomes of delivery attempts are not fsync'd one by one: sled
+//! flushes them within `FLUSH_EVERY_MS`, and one lost on a crash only means the
+//! delivery is attempted again (delivery is at-least-once).
+//!
+//! Leases live in memory: sled admits one process, and a crash of that process ends
+//! all its leases at once, which is exactly what lease expiry would do.
+
+mod durability;
+mod keys;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional as _;
+
+use self::durability::Durability;
+use super::repo::{AcceptOutcome, Claim, Claimed, Disposition, Page, PageRequest, Store, StoreError};
+use crate::domain::{
+    Attempt, Delivery, DeliveryStatus, Endpoint, EndpointId, Event, EventId, Merchant, MerchantId, UnixMillis,
+};
+
+/// The on-disk layout this build reads and writes (see `keys.rs`).
+const FORMAT_VERSION: &str = "1";
+/// How often sled writes its buffers out on its own (not an fsync).
+const FLUSH_EVERY_MS: u64 = 500;
+
+#[derive(Clone)]
+pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    merchants: sled::Tree,
+    endpoints: sled::Tree,
+    events: sled::Tree,
+    payloads: sled::Tree,
+    dedupe: sled::Tree,
+    deliveries: sled::Tree,
+    queue: sled::Tree,
+    failed: sled::Tree,
+    attempts: sled::Tree,
+    durability: Durability,
+    /// Queue keys claimed by a worker of this process → lease deadline (ms).
+    leases: Mutex<HashMap<Vec<u8>, UnixMillis>>,
+    /// Pending deliveries; counted at open, then kept up to date by every transition.
+    depth: AtomicI64,
+    /// Serialises endpoint creation so the per-merchant limit cannot be overrun.
+    endpoint_writes: Mutex<()>,
+}
+
+impl SledStore {
+    pub async fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || Self::open_blocking(dir, cache_bytes))
+            .await
+            .map_err(|e| StoreError::backend("opening the store", e))?
+    }
+
+    fn open_blocking(dir: PathBuf, cache_bytes: u64) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::backend("creating the data directory", e))?;
+        let db = sled::Config::new()
+            .path(&dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
+                    StoreError::Locked(format!("{} is open in another hookrelay process", dir.display()))
+                }
+                other => StoreError::backend("opening the sled database", other),
+            })?;
+        check_format(&db)?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| StoreError::backend("opening a tree", e));
+        let durability =
+            Durability::start(db.clone(), &dir).map_err(|e| StoreError::backend("starting the commit thread", e))?;
+        let inner = Inner {
+            merchants: tree("merchants")?,
+            endpoints: tree("endpoints")?,
+            events: tree("events")?,
+            payloads: tree("payloads")?,
+            dedupe: tree("dedupe")?,
+            deliveries: tree("deliveries")?,
+            queue: tree("queue")?,
+            failed: tree("failed")?,
+            attempts: tree("attempts")?,
+            durability,
+            leases: Mutex::new(HashMap::new()),
+            depth: AtomicI64::new(0),
+            endpoint_writes: Mutex::new(()),
+            db,
+        };
+        inner.depth.store(inner.queue.len() as i64, Ordering::Relaxed);
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Runs sled calls on the blocking pool: they may wait on disk.
+    async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(|e| StoreError::backend("running a store task", e))?
+    }
+
+    /// Runs a write, then waits until it is durable.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let value = self.run(work).await?;
+        self.inner.durability.barrier().await?;
+        Ok(value)
+    }
+}
+
+fn check_format(db: &sled::Db) -> Result<(), StoreError> {
+    let found = db.get("format_version").map_err(|e| StoreError::backend("reading the format version", e))?;
+    match found {
+        Some(version) if &*version == FORMAT_VERSION.as_bytes() => Ok(()),
+        Some(version) => Err(StoreError::backend(
+            "checking the format version",
+            format!(
+                "the data directory has format {:?}, this build reads format {FORMAT_VERSION}",
+                String::from_utf8_lossy(&version)
+            ),
+        )),
+        None => {
+            db.insert("format_version", FORMAT_VERSION)
+                .map_err(|e| StoreError::backend("writing the format version", e))?;
+            Ok(())
+        }
+    }
+}
+
+fn sled_err(context: &'static str) -> impl Fn(sled::Error) -> StoreError {
+    move |e| StoreError::backend(context, e)
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialise to JSON")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::backend("decoding a stored record", e))
+}
+
+/// Errors inside a sled transaction: our own aborts or sled's.
+fn tx_err<E: Into<StoreError>>(context: &'static str) -> impl Fn(TransactionError<E>) -> StoreError {
+    move |e| match e {
+        TransactionError::Abort(e) => e.into(),
+        TransactionError::Storage(e) => StoreError::backend(context, e),
+    }
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn tx_decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConflictableTransactionError<StoreError>> {
+    decode(bytes).map_err(abort)
+}
+
+/// Collects one page from an ordered scan. `cursor` turns an item into its key.
+fn collect_page<T>(
+    scan: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    limit: usize,
+    mut keep: impl FnMut(&T) -> bool,
+    cursor: impl Fn(&sled::IVec, &T) -> String,
+) -> Result<Page<T>, StoreError>
+where
+    T: DeserializeOwned,
+{
+    let mut items = Vec::new();
+    let mut last_key = None;
+    for entry in scan {
+        let (key, value) = entry.map_err(sled_err("scanning a list"))?;
+        let item: T = decode(&value)?;
+        if !keep(&item) {
+            continue;
+        }
+        if items.len() == limit {
+            let next = last_key.take();
+            return Ok(Page { items, next });
+        }
+        last_key = Some(cursor(&key, &item));
+        items.push(item);
+    }
+    Ok(Page { items, next: None })
+}
+
+/// Makes a delivery pending again, due `now`, with a fresh attempt budget.
+/// Returns whether it was not pending before (so the queue grew).
+fn requeue(
+    deliveries: &TransactionalTree,
+    queue: &TransactionalTree,
+    failed: &TransactionalTree,
+    mut delivery: Delivery,
+    now: UnixMillis,
+) -> Result<bool, ConflictableTransactionError<StoreError>> {
+    let grew = match (delivery.status, delivery.next_attempt_at) {
+        (DeliveryStatus::Pending, Some(due)) => {
+            queue.remove(keys::queue(&delivery.endpoint_id, due, &delivery.event_id))?;
+            false
+        }
+        (DeliveryStatus::Failed, _) => {
+            failed.remove(keys::failed(&delivery.endpoint_id, delivery.event_id.as_str()))?;
+            true
+        }
+        _ => true,
+    };
+    delivery.status = DeliveryStatus::Pending;
+    delivery.attempts = 0;
+    delivery.next_attempt_at = Some(now);
+    delivery.updated_at = now;
+    queue.insert(
+        keys::queue(&delivery.endpoint_id, now, &delivery.event_id),
+        delivery.merchant_id.as_str().as_bytes(),
+    )?;
+    deliveries.insert(keys::delivery(&delivery.event_id, &delivery.endpoint_id), encode(&delivery))?;
+    Ok(grew)
+}
+
+impl Inner {
+    /// Fails every pending delivery of an endpoint and forgets its failed index.
+    fn retire_endpoint_queue(&self, endpoint: &EndpointId, now: UnixMillis) -> Result<(), StoreError> {
+        let prefix = endpoint.as_str().as_bytes();
+        for entry in self.queue.scan_prefix(prefix) {
+            let (key, _) = entry.map_err(sled_err("scanning the queue"))?;
+            let Some((_, event)) = keys::parse_queue(&key) else { continue };
+            let dkey = keys::delivery(&event, endpoint);
+            (&self.queue, &self.deliveries)
+                .transaction(|(queue, deliveries)| {
+                    if queue.remove(&*key)?.is_none() {
+                        return Ok(());
+                    }
+                    if let Some(raw) = deliveries.get(&dkey)? {
+                        let mut delivery: Delivery = tx_decode(&raw)?;
+                        delivery.status = DeliveryStatus::Failed;
+                        delivery.next_attempt_at = None;
+                        delivery.last_error = Some("endpoint deleted".to_owned());
+                        delivery.updated_at = now;
+                        deliveries.insert(dkey.as_slice(), encode(&delivery))?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_err::<StoreError>("failing the deliveries of a deleted endpoint"))?;
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+        }
+        for entry in self.failed.scan_prefix(prefix).keys() {
+            let key = entry.map_err(sled_err("scanning failed deliveries"))?;
+            self.failed.remove(key).map_err(sled_err("removing failed deliveries"))?;
+        }
+        Ok(())
+    }
+
+    fn delete_event_records(&self, event: &EventId) -> Result<(), StoreError> {
+        let prefix = event.as_str().as_bytes();
+        for tree in [&self.deliveries, &self.attempts] {
+            for key in tree.scan_prefix(prefix).keys() {
+                tree.remove(key.map_err(sled_err("scanning event records"))?)
+                    .map_err(sled_err("deleting event records"))?;
+            }
+        }
+        self.payloads.remove(prefix).map_err(sled_err("deleting a payload"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn create_merchant(&self, merchant: &Merchant) -> Result<(), StoreError> {
+        let merchant = merchant.clone();
+        self.write(move |s| {
+            let swapped = s
+                .merchants
+                .compare_and_swap(merchant.id.as_str(), None as Option<&[u8]>, Some(encode(&merchant)))
+                .map_err(sled_err("creating a merchant"))?;
+            swapped.map_err(|_| StoreError::AlreadyExists)
+        })
+        .await
+    }
+
+    async fn get_merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError> {
+        let id = id.clone();
+        self.run(move |s| {
+            let raw = s.merchants.get(id.as_str()).map_err(sled_err("reading a merchant"))?;
+            raw.map(|raw| decode(&raw)).transpose()
+        })
+        .await
+    }
+
+    async fn list_merchants(&self, page: PageRequest) -> Result<Page<Merchant>, StoreError> {
+        self.run(move |s| {
+            let scan = match &page.after {
+                Some(after) => s.merchants.range(keys::prefix_end(after.as_bytes())..),
+                None => s.merchants.range::<&[u8], _>(..),
+            };
+            collect_page(scan, page.limit, |_: &Merchant| true, |_, m| m.id.to_string())
+        })
+        .await
+    }
+
+    async fn delete_merchant(&self, id: &MerchantId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.write(move |s| {
+            let now = crate::domain::now_ms();
+            // Remove the merchant first so ingest stops, then what hung off it.
+            if s.merchants.remove(id.as_str()).map_err(sled_err("deleting a merchant"))?.is_none() {
+                return Ok(false);
+            }
+            let prefix = keys::merchant_prefix(&id);
+            for entry in s.endpoints.scan_prefix(&prefix) {
+                let (key, raw) = entry.map_err(sled_err("scanning endpoints"))?;
+                let endpoint: Endpoint = decode(&raw)?;
+                s.retire_endpoint_queue(&endpoint.id, now)?;
+                s.endpoints.remove(key).map_err(sled_err("deleting an endpoint"))?;
+            }
+            for entry in s.events.scan_prefix(&prefix) {
+                let (key, raw) = entry.map_err(sled_err("scanning events"))?;
+                let event: Event = decode(&raw)?;
+                s.delete_event_records(&event.id)?;
+                s.events.remove(key).map_err(sled_err("deleting an event"))?;
+            }
+            for key in s.dedupe.scan_prefix(&prefix).keys() {
+                s.dedupe
+                    .remove(key.map_err(sled_err("scanning dedupe keys"))?)
+                    .map_err(sled_err("deleting a dedupe key"))?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn create_endpoint(&self, endpoint: &Endpoint, limit: usize) -> Result<(), StoreError> {
+        let endpoint = endpoint.clone();
+        self.write(move |s| {
+            let _guard = s.endpoint_writes.lock().expect("endpoint lock poisoned");
+            if s.merchants.get(endpoint.merchant_id.as_str()).map_err(sled_err("reading a merchant"))?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            let prefix = keys::merchant_prefix(&endpoint.merchant_id);
+            let count = s.endpoints.scan_prefix(&prefix).count();
+            if count >= limit {
+                return Err(StoreError::LimitReached(limit));
+            }
+            let key = keys::merchant_child(&endpoint.merchant_id, endpoint.id.as_str());
+            s.endpoints.insert(key, encode(&endpoint)).map_err(sled_err("creating an endpoint"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_endpoint(&self, merchant: &MerchantId, id: &EndpointId) -> Result<Option<Endpoint>, StoreError> {
+        let key = keys::merchant_child(merchant, id.as_str());
+        self.run(move |s| {
+            let raw = s.endpoints.get(key).map_err(sled_err("reading an endpoint"))?;
+            raw.map(|raw| decode(&raw)).transpose()
+        })
+        .await
+    }
+
+    async fn list_endpoints(&self, merchant: &MerchantId) -> Result<Vec<Endpoint>, StoreError> {
+        let prefix = keys::merchant_prefix(merchant);
+        self.run(move |s| {
+            let mut endpoints: Vec<Endpoint> = s
+                .endpoints
+                .scan_prefix(prefix)
+                .values()
+                .map(|raw| decode(&raw.map_err(sled_err("scanning endpoints"))?))
+                .collect::<Result<_, _>>()?;
+            // Ids are UUIDv7: sorting by id is sorting by creation time.
+            endpoints.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(endpoints)
+        })
+        .await
+    }
+
+    async fn list_all_endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
+        self.run(|s| {
+            s.endpoints
+                .iter()
+                .values()
+                .map(|raw| decode(&raw.map_err(sled_err("scanning endpoints"))?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
+        let endpoint = endpoint.clone();
+        self.write(move |s| {
+            let _guard = s.endpoint_writes.lock().expect("endpoint lock poisoned");
+            let key = keys::merchant_child(&endpoint.merchant_id, endpoint.id.as_str());
+            if s.endpoints.get(&key).map_err(sled_err("reading an endpoint"))?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            s.endpoints.insert(key, encode(&endpoint)).map_err(sled_err("updating an endpoint"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_endpoint(&self, merchant: &MerchantId, id: &EndpointId) -> Result<bool, StoreError> {
+        let key = keys::merchant_child(merchant, id.as_str());
+        let id = id.clone();
+        self.write(move |s| {
+            let removed = {
+                let _guard = s.endpoint_writes.lock().expect("endpoint lock poisoned");
+                s.endpoints.remove(key).map_err(sled_err("deleting an endpoint"))?
+            };
+            if removed.is_none() {
+                return Ok(false);
+            }
+            s.retire_endpoint_queue(&id, crate::domain::now_ms())?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn accept_event(&self, event: &Event, endpoints: &[EndpointId]) -> Result<AcceptOutcome, StoreError> {
+        let event = event.clone();
+        let endpoints = endpoints.to_vec();
+        self.write(move |s| {
+            let event_key = keys::merchant_child(&event.merchant_id, event.id.as_str());
+            let dedupe_key = event
+                .idempotency_key
+                .as_ref()
+                .map(|key| keys::merchant_child(&event.merchant_id, key.as_str()));
+            let event_record = encode(&event);
+            let deliveries: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = endpoints
+                .iter()
+                .map(|endpoint| {
+                    let delivery =
+                        Delivery::new(event.id.clone(), endpoint.clone(), event.merchant_id.clone(), event.received_at);
+                    (
+                        keys::delivery(&event.id, endpoint),
+                        encode(&delivery),
+                        keys::queue(endpoint, event.received_at, &event.id),
+                    )
+                })
+                .collect();
+            let trees = (&s.events, &s.payloads, &s.dedupe, &s.deliveries, &s.queue);
+            let outcome = trees
+                .transaction(|(events, payloads, dedupe, delivery_tree, queue)| {
+                    if let Some(key) = &dedupe_key {
+                        if let Some(first) = dedupe.get(key)? {
+                            let first = String::from_utf8_lossy(&first).into_owned();
+                            let event_id = EventId::parse(&first)
+                                .map_err(|e| abort(StoreError::backend("reading a dedupe key", e)))?;
+                            return Ok(AcceptOutcome::Duplicate { event_id });
+                        }
+                        dedupe.insert(key.as_slice(), event.id.as_str().as_bytes())?;
+                    }
+                    events.insert(event_key.as_slice(), event_record.as_slice())?;
+                    payloads.insert(event.id.as_str().as_bytes(), &event.payload[..])?;
+                    for (delivery_key, delivery, queue_key) in &deliveries {
+                        delivery_tree.insert(delivery_key.as_slice(), delivery.as_slice())?;
+                        queue.insert(queue_key.as_slice(), event.merchant_id.as_str().as_bytes())?;
+                    }
+                    Ok(AcceptOutcome::Accepted { event_id: event.id.clone(), deliveries: deliveries.len() })
+                })
+                .map_err(tx_err::<StoreError>("storing an event"))?;
+            if let AcceptOutcome::Accepted { deliveries, .. } = &outcome {
+                s.depth.fetch_add(*deliveries as i64, Ordering::Relaxed);
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn list_events(
+        &self,
+        merchant: &MerchantId,
+        event_type: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page<Event>, StoreError> {
+        let prefix = keys::merchant_prefix(merchant);
+        let end = match &page.after {
+            Some(after) => keys::merchant_child(merchant, after),
+            None => keys::prefix_end(&prefix),
+        };
+        let event_type = event_type.map(str::to_owned);
+        self.run(move |s| {
+            let scan = s.events.range(prefix..end).rev();
+            collect_page(
+                scan,
+                page.limit,
+                |e: &Event| event_type.is_none() || e.event_type == event_type,
+                |_, e| e.id.to_string(),
+            )
+        })
+        .await
+    }
+
+    async fn get_event(&self, merchant: &MerchantId, id: &EventId) -> Result<Option<Event>, StoreError> {
+        let key = keys::merchant_child(merchant, id.as_str());
+        let id = id.clone();
+        self.run(move |s| {
+            let Some(raw) = s.events.get(key).map_err(sled_err("reading an event"))? else {
+                return Ok(None);
+            };
+            let mut event: Event = decode(&raw)?;
+            let payload = s.payloads.get(id.as_str()).map_err(sled_err("reading a payload"))?;
+            event.payload = payload.map(|p| Bytes::copy_from_slice(&p)).unwrap_or_default();
+            Ok(Some(event))
+        })
+        .await
+    }
+
+    async fn list_deliveries(&self, event: &EventId) -> Result<Vec<Delivery>, StoreError> {
+        let event = event.clone();
+        self.run(move |s| {
+            s.deliveries
+                .scan_prefix(event.as_str())
+                .values()
+                .map(|raw| decode(&raw.map_err(sled_err("scanning deliveries"))?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn get_delivery(&self, event: &EventId, endpoint: &EndpointId) -> Result<Option<Delivery>, StoreError> {
+        let key = keys::delivery(event, endpoint);
+        self.run(move |s| {
+            let raw = s.deliveries.get(key).map_err(sled_err("reading a delivery"))?;
+            raw.map(|raw| decode(&raw)).transpose()
+        })
+        .await
+    }
+
+    async fn list_attempts(&self, event: &EventId, page: PageRequest) -> Result<Page<Attempt>, StoreError> {
+        let event = event.clone();
+        self.run(move |s| {
+            let start = match &page.after {
+                Some(after) => {
+                    let seq: u64 = after.parse().map_err(|e| StoreError::backend("paging attempts", e))?;
+                    keys::attempt(&event, seq.saturating_add(1))
+                }
+                None => keys::attempt(&event, 0),
+            };
+            let end = keys::prefix_end(event.as_str().as_bytes());
+            let scan = s.attempts.range(start..end);
+            collect_page(
+                scan,
+                page.limit,
+                |_: &Attempt| true,
+                |key, _| {
+                    let seq = key[EventId::LEN..].try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
+                    seq.to_string()
+                },
+            )
+        })
+        .await
+    }
+
+    async fn replay_event(&self, event: &Event, endpoints: &[EndpointId], now: UnixMillis) -> Result<usize, StoreError> {
+        let event = event.clone();
+        let endpoints = endpoints.to_vec();
+        self.write(move |s| {
+            let grew = (&s.deliveries, &s.queue, &s.failed)
+                .transaction(|(deliveries, queue, failed)| {
+                    let mut grew = 0;
+                    for endpoint in &endpoints {
+                        let delivery = match deliveries.get(keys::delivery(&event.id, endpoint))? {
+                            Some(raw) => tx_decode(&raw)?,
+                            None => {
+                                let mut d = Delivery::new(event.id.clone(), endpoint.clone(), event.merchant_id.clone(), now);
+                                d.created_at = event.received_at;
+                                d.status = DeliveryStatus::Succeeded; // not pending: requeue counts it
+                                d
+                            }
+                        };
+                        grew += usize::from(requeue(deliveries, queue, failed, delivery, now)?);
+                    }
+                    Ok(grew)
+                })
+                .map_err(tx_err::<StoreError>("replaying an event"))?;
+            s.depth.fetch_add(grew as i64, Ordering::Relaxed);
+            Ok(endpoints.len())
+        })
+        .await
+    }
+
+    async fn recover_endpoint(
+        &self,
+        merchant: &MerchantId,
+        endpoint: &EndpointId,
+        since: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<usize, StoreError> {
+        let merchant = merchant.clone();
+        let endpoint = endpoint.clone();
+        self.write(move |s| {
+            let start = keys::failed(&endpoint, &EventId::lower_bound_at(since));
+            let end = keys::prefix_end(endpoint.as_str().as_bytes());
+            let mut recovered = 0;
+            for key in s.failed.range(start..end).keys() {
+                let key = key.map_err(sled_err("scanning failed deliveries"))?;
+                let event = std::str::from_utf8(&key[EndpointId::LEN..])
+                    .ok()
+                    .and_then(|e| EventId::parse(e).ok());
+                let Some(event) = event else { continue };
+                let done = (&s.deliveries, &s.queue, &s.failed)
+                    .transaction(|(deliveries, queue, failed)| {
+                        let Some(raw) = deliveries.get(keys::delivery(&event, &endpoint))? else {
+                            failed.remove(&*key)?;
+                            return Ok(false);
+                        };
+                        let delivery: Delivery = tx_decode(&raw)?;
+                        if delivery.merchant_id != merchant || delivery.status != DeliveryStatus::Failed {
+                            return Ok(false);
+                        }
+                        requeue(deliveries, queue, failed, delivery, now)
+                    })
+                    .map_err(tx_err::<StoreError>("recovering a delivery"))?;
+                if done {
+                    recovered += 1;
+                    s.depth.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(recovered)
+        })
+        .await
+    }
+
+    async fn claim_due(
+        &self,
+        endpoint: &EndpointId,
+        now: UnixMillis,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Claimed, StoreError> {
+        let endpoint = endpoint.clone();
+        let lease_until = now.saturating_add(lease.as_millis() as i64);
+        self.run(move |s| {
+            let mut leases = s.leases.lock().expect("lease table poisoned");
+            let mut claimed = Claimed::default();
+            for entry in s.queue.scan_prefix(endpoint.as_str()) {
+                let (key, merchant) = entry.map_err(sled_err("scanning the queue"))?;
+                if leases.get(&*key).is_some_and(|until| *until > now) {
+                    continue;
+                }
+                let Some((due, event)) = keys::parse_queue(&key) else { continue };
+                if due > now || claimed.claims.len() >= limit {
+                    claimed.next_due = Some(due);
+                    break;
+                }
+                let delivery = s.deliveries.get(keys::delivery(&event, &endpoint)).map_err(sled_err("reading a delivery"))?;
+                let payload = s.payloads.get(event.as_str()).map_err(sled_err("reading a payload"))?;
+                let (Some(delivery), Some(payload)) = (delivery, payload) else {
+                    // The event was deleted under the queue entry.
+                    s.queue.remove(&key).map_err(sled_err("dropping a stale queue entry"))?;
+                    s.depth.fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                };
+                let delivery: Delivery = decode(&delivery)?;
+                let merchant_id = MerchantId::parse(&String::from_utf8_lossy(&merchant))
+                    .map_err(|e| StoreError::backend("reading a queue entry", e))?;
+                leases.insert(key.to_vec(), lease_until);
+                claimed.claims.push(Claim {
+                    event_id: event,
+                    endpoint_id: endpoint.clone(),
+                    merchant_id,
+                    due,
+                    attempt: delivery.attempts + 1,
+                    received_at: delivery.created_at,
+                    payload: Bytes::copy_from_slice(&payload),
+                });
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn complete_attempt(&self, claim: &Claim, attempt: &Attempt, next: Disposition) -> Result<(), StoreError> {
+        let claim_key = keys::queue(&claim.endpoint_id, claim.due, &claim.event_id);
+        let delivery_key = keys::delivery(&claim.event_id, &claim.endpoint_id);
+        let claim = claim.clone();
+        let attempt = attempt.clone();
+        self.run(move |s| {
+            let seq = s.db.generate_id().map_err(sled_err("numbering an attempt"))?;
+            let attempt_key = keys::attempt(&claim.event_id, seq);
+            let attempt_record = encode(&attempt);
+            let left_queue = (&s.deliveries, &s.queue, &s.failed, &s.attempts)
+                .transaction(|(deliveries, queue, failed, attempts)| {
+                    let Some(raw) = deliveries.get(&delivery_key)? else {
+                        return Ok(false);
+                    };
+                    attempts.insert(attempt_key.as_slice(), attempt_record.as_slice())?;
+                    let mut delivery: Delivery = tx_decode(&raw)?;
+                    if delivery.status != DeliveryStatus::Pending || delivery.next_attempt_at != Some(claim.due) {
+                        // Replayed, recovered or retired while the attempt ran.
+                        return Ok(false);
+                    }
+                    queue.remove(claim_key.as_slice())?;
+                    delivery.attempts = claim.attempt;
+                    delivery.last_attempt_at = Some(attempt.attempted_at);
+                    delivery.last_status_code = attempt.status_code;
+                    delivery.last_error = attempt.error.clone();
+                    delivery.updated_at = attempt.attempted_at;
+                    let left_queue = match next {
+                        Disposition::Succeeded => {
+                            delivery.status = DeliveryStatus::Succeeded;
+                            delivery.next_attempt_at = None;
+                            true
+                        }
+                        Disposition::RetryAt(at) => {
+                            delivery.next_attempt_at = Some(at);
+                            queue.insert(
+                                keys::queue(&claim.endpoint_id, at, &claim.event_id),
+                                claim.merchant_id.as_str().as_bytes(),
+                            )?;
+                            false
+                        }
+                        Disposition::Failed => {
+                            delivery.status = DeliveryStatus::Failed;
+                            delivery.next_attempt_at = None;
+                            failed.insert(keys::failed(&claim.endpoint_id, claim.event_id.as_str()), &[])?;
+                            true
+                        }
+                    };
+                    deliveries.insert(delivery_key.as_slice(), encode(&delivery))?;
+                    Ok(left_queue)
+                })
+                .map_err(tx_err::<StoreError>("recording an attempt"))?;
+            s.leases.lock().expect("lease table poisoned").remove(&claim_key);
+            if left_queue {
+                s.depth.fetch_sub(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn queue_depth(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.depth.load(Ordering::Relaxed).max(0) as u64)
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.inner.durability.barrier().await
+    }
+}

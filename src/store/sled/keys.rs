@@ -1,0 +1,87 @@
+//! Key layout of the sled trees. Ids of endpoints and events have a fixed length and
+//! merchant ids never contain 0x00, so composite keys split without ambiguity and
+//! sort the way the scans need.
+//!
+//! | tree         | key                                   | value            |
+//! |--------------|---------------------------------------|------------------|
+//! | `merchants`  | merchant                              | Merchant (JSON)  |
+//! | `endpoints`  | merchant 0x00 endpoint                | Endpoint (JSON)  |
+//! | `events`     | merchant 0x00 event                   | Event (JSON)     |
+//! | `payloads`   | event                                 | raw body         |
+//! | `dedupe`     | merchant 0x00 idempotency key         | event id         |
+//! | `deliveries` | event endpoint                        | Delivery (JSON)  |
+//! | `queue`      | endpoint due(u64 BE ms) event         | merchant id      |
+//! | `failed`     | endpoint event                        | empty            |
+//! | `attempts`   | event seq(u64 BE)                     | Attempt (JSON)   |
+
+use crate::domain::{EndpointId, EventId, MerchantId, UnixMillis};
+
+pub fn merchant_prefix(merchant: &MerchantId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(merchant.as_str().len() + 1);
+    key.extend_from_slice(merchant.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+pub fn merchant_child(merchant: &MerchantId, child: &str) -> Vec<u8> {
+    let mut key = merchant_prefix(merchant);
+    key.extend_from_slice(child.as_bytes());
+    key
+}
+
+pub fn delivery(event: &EventId, endpoint: &EndpointId) -> Vec<u8> {
+    [event.as_str().as_bytes(), endpoint.as_str().as_bytes()].concat()
+}
+
+pub fn queue(endpoint: &EndpointId, due: UnixMillis, event: &EventId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(EndpointId::LEN + 8 + EventId::LEN);
+    key.extend_from_slice(endpoint.as_str().as_bytes());
+    key.extend_from_slice(&(due.max(0) as u64).to_be_bytes());
+    key.extend_from_slice(event.as_str().as_bytes());
+    key
+}
+
+/// Splits a `queue` key into its due time and event id.
+pub fn parse_queue(key: &[u8]) -> Option<(UnixMillis, EventId)> {
+    let due = key.get(EndpointId::LEN..EndpointId::LEN + 8)?;
+    let due = u64::from_be_bytes(due.try_into().ok()?) as i64;
+    let event = std::str::from_utf8(key.get(EndpointId::LEN + 8..)?).ok()?;
+    Some((due, EventId::parse(event).ok()?))
+}
+
+pub fn failed(endpoint: &EndpointId, event: &str) -> Vec<u8> {
+    [endpoint.as_str().as_bytes(), event.as_bytes()].concat()
+}
+
+pub fn attempt(event: &EventId, seq: u64) -> Vec<u8> {
+    [event.as_str().as_bytes(), &seq.to_be_bytes()[..]].concat()
+}
+
+/// The smallest key strictly greater than every key that starts with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_keys_round_trip_and_sort_by_due_within_an_endpoint() {
+        let ep = EndpointId::generate();
+        let a = EventId::generate();
+        let b = EventId::generate();
+        let early = queue(&ep, 1_000, &b);
+        let late = queue(&ep, 2_000, &a);
+        assert!(early < late);
+        assert_eq!(parse_queue(&late), Some((2_000, a)));
+        assert!(late < prefix_end(ep.as_str().as_bytes()));
+    }
+}
