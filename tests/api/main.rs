@@ -1,0 +1,5 @@
+//! Integration tests: the real server on a random port, a fresh data directory per
+//! test, real HTTP receivers. `TEST_LOG=1 cargo test` shows the gateway's logs.
+
+mod helpers;
+mod smoke;
