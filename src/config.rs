@@ -120,17 +120,16 @@ impl Settings {
     }
 
     /// Merges a TOML file (optional) with environment variables (which win), then validates.
-    pub fn from_sources(
-        config_file: Option<&Path>,
-        env: &BTreeMap<String, String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_sources(config_file: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
         let mut raw: BTreeMap<&'static str, String> = BTreeMap::new();
         if let Some(path) = config_file {
             for (key, value) in read_toml(path)? {
                 let doc = SETTINGS
                     .iter()
                     .find(|doc| toml_key(doc.env) == key)
-                    .ok_or_else(|| ConfigError::Unknown { name: format!("{key} (in {})", path.display()) })?;
+                    .ok_or_else(|| ConfigError::Unknown {
+                        name: format!("{key} (in {})", path.display()),
+                    })?;
                 raw.insert(doc.env, value);
             }
         }
@@ -150,7 +149,11 @@ impl Settings {
     fn from_raw(raw: &BTreeMap<&'static str, String>) -> Result<Self, ConfigError> {
         let get = |name: &'static str| raw.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
 
-        let listen: SocketAddr = parse_or(get("HOOKRELAY_LISTEN"), "HOOKRELAY_LISTEN", "127.0.0.1:8080".parse().unwrap())?;
+        let listen: SocketAddr = parse_or(
+            get("HOOKRELAY_LISTEN"),
+            "HOOKRELAY_LISTEN",
+            "127.0.0.1:8080".parse().unwrap(),
+        )?;
         let data_dir = PathBuf::from(get("HOOKRELAY_DATA_DIR").unwrap_or("./data"));
         let public_url = match get("HOOKRELAY_PUBLIC_URL") {
             Some(value) => parse_public_url(value)?,
@@ -165,7 +168,11 @@ impl Settings {
             }
             None => StoreSettings::Sled {
                 data_dir: data_dir.clone(),
-                cache_bytes: parse_or(get("HOOKRELAY_SLED_CACHE_BYTES"), "HOOKRELAY_SLED_CACHE_BYTES", 64 << 20)?,
+                cache_bytes: parse_or(
+                    get("HOOKRELAY_SLED_CACHE_BYTES"),
+                    "HOOKRELAY_SLED_CACHE_BYTES",
+                    64 << 20,
+                )?,
             },
         };
         let admin_token = match get("HOOKRELAY_ADMIN_TOKEN") {
@@ -182,27 +189,66 @@ impl Settings {
             data_dir,
             store,
             admin_token,
-            max_endpoints_per_merchant: parse_positive(get("HOOKRELAY_MAX_ENDPOINTS_PER_MERCHANT"), "HOOKRELAY_MAX_ENDPOINTS_PER_MERCHANT", 5)?,
-            max_payload_bytes: parse_positive(get("HOOKRELAY_MAX_PAYLOAD_BYTES"), "HOOKRELAY_MAX_PAYLOAD_BYTES", 1_048_576)?,
-            delivery_timeout: millis(get("HOOKRELAY_DELIVERY_TIMEOUT_MS"), "HOOKRELAY_DELIVERY_TIMEOUT_MS", 10_000)?,
+            max_endpoints_per_merchant: parse_positive(
+                get("HOOKRELAY_MAX_ENDPOINTS_PER_MERCHANT"),
+                "HOOKRELAY_MAX_ENDPOINTS_PER_MERCHANT",
+                5,
+            )?,
+            max_payload_bytes: parse_positive(
+                get("HOOKRELAY_MAX_PAYLOAD_BYTES"),
+                "HOOKRELAY_MAX_PAYLOAD_BYTES",
+                1_048_576,
+            )?,
+            delivery_timeout: millis(
+                get("HOOKRELAY_DELIVERY_TIMEOUT_MS"),
+                "HOOKRELAY_DELIVERY_TIMEOUT_MS",
+                10_000,
+            )?,
             retry_initial: millis(get("HOOKRELAY_RETRY_INITIAL_MS"), "HOOKRELAY_RETRY_INITIAL_MS", 5_000)?,
             retry_max: millis(get("HOOKRELAY_RETRY_MAX_MS"), "HOOKRELAY_RETRY_MAX_MS", 21_600_000)?,
-            retry_max_attempts: parse_positive(get("HOOKRELAY_RETRY_MAX_ATTEMPTS"), "HOOKRELAY_RETRY_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)?,
-            endpoint_concurrency: parse_positive(get("HOOKRELAY_ENDPOINT_CONCURRENCY"), "HOOKRELAY_ENDPOINT_CONCURRENCY", 16)?,
-            delivery_concurrency: parse_positive(get("HOOKRELAY_DELIVERY_CONCURRENCY"), "HOOKRELAY_DELIVERY_CONCURRENCY", 512)?,
-            shutdown_grace: Duration::from_millis(parse_or(get("HOOKRELAY_SHUTDOWN_GRACE_MS"), "HOOKRELAY_SHUTDOWN_GRACE_MS", 30_000)?),
+            retry_max_attempts: parse_positive(
+                get("HOOKRELAY_RETRY_MAX_ATTEMPTS"),
+                "HOOKRELAY_RETRY_MAX_ATTEMPTS",
+                DEFAULT_MAX_ATTEMPTS,
+            )?,
+            endpoint_concurrency: parse_positive(
+                get("HOOKRELAY_ENDPOINT_CONCURRENCY"),
+                "HOOKRELAY_ENDPOINT_CONCURRENCY",
+                16,
+            )?,
+            delivery_concurrency: parse_positive(
+                get("HOOKRELAY_DELIVERY_CONCURRENCY"),
+                "HOOKRELAY_DELIVERY_CONCURRENCY",
+                512,
+            )?,
+            shutdown_grace: Duration::from_millis(parse_or(
+                get("HOOKRELAY_SHUTDOWN_GRACE_MS"),
+                "HOOKRELAY_SHUTDOWN_GRACE_MS",
+                30_000,
+            )?),
             log_filter: get("HOOKRELAY_LOG").unwrap_or("info").to_owned(),
             log_format: match get("HOOKRELAY_LOG_FORMAT").unwrap_or("text") {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
-                other => return Err(invalid("HOOKRELAY_LOG_FORMAT", format!("expected text or json, got {other:?}"))),
+                other => {
+                    return Err(invalid(
+                        "HOOKRELAY_LOG_FORMAT",
+                        format!("expected text or json, got {other:?}"),
+                    ))
+                }
             },
         };
         if settings.retry_max < settings.retry_initial {
-            return Err(invalid("HOOKRELAY_RETRY_MAX_MS", "must not be smaller than HOOKRELAY_RETRY_INITIAL_MS"));
+            return Err(invalid(
+                "HOOKRELAY_RETRY_MAX_MS",
+                "must not be smaller than HOOKRELAY_RETRY_INITIAL_MS",
+            ));
         }
         if settings.max_payload_bytes > 64 << 20 {
-            return Err(invalid("HOOKRELAY_MAX_PAYLOAD_BYTES", "must be at most 67108864 (64 MiB)"));
+            return Err(invalid(
+                "HOOKRELAY_MAX_PAYLOAD_BYTES",
+                "must be at most 67108864 (64 MiB)",
+            ));
         }
         Ok(settings)
     }
@@ -226,10 +272,14 @@ fn toml_key(env: &str) -> String {
 }
 
 fn read_toml(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::ParseFile { path: path.to_owned(), message: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::ParseFile {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
     table
         .into_iter()
         .map(|(key, value)| {
@@ -250,7 +300,10 @@ fn read_toml(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
 }
 
 fn invalid(name: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { name, message: message.into() }
+    ConfigError::Invalid {
+        name,
+        message: message.into(),
+    }
 }
 
 fn parse_or<T>(value: Option<&str>, name: &'static str, default: T) -> Result<T, ConfigError>

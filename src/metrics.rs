@@ -36,12 +36,19 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
-        let deliveries_failed =
-            IntCounter::new("hookrelay_deliveries_failed_total", "Deliveries that exhausted their retries")
-                .expect("valid metric");
+        let deliveries_failed = IntCounter::new(
+            "hookrelay_deliveries_failed_total",
+            "Deliveries that exhausted their retries",
+        )
+        .expect("valid metric");
         let delivery_duration = Histogram::with_opts(
-            HistogramOpts::new("hookrelay_delivery_duration_seconds", "HTTP round trip of one delivery attempt")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            HistogramOpts::new(
+                "hookrelay_delivery_duration_seconds",
+                "HTTP round trip of one delivery attempt",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
         )
         .expect("valid metric");
         let delivery_lag = Histogram::with_opts(
@@ -51,9 +58,13 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
-        let queue_depth =
-            IntGauge::new("hookrelay_queue_depth", "Deliveries pending, scheduled retries included").expect("valid metric");
-        let in_flight = IntGauge::new("hookrelay_deliveries_in_flight", "Delivery attempts under way").expect("valid metric");
+        let queue_depth = IntGauge::new(
+            "hookrelay_queue_depth",
+            "Deliveries pending, scheduled retries included",
+        )
+        .expect("valid metric");
+        let in_flight =
+            IntGauge::new("hookrelay_deliveries_in_flight", "Delivery attempts under way").expect("valid metric");
 
         for collector in [
             Box::new(events_ingested.clone()) as Box<dyn prometheus::core::Collector>,
@@ -97,7 +108,9 @@ impl Metrics {
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
         String::from_utf8(out).expect("text format is UTF-8")
     }
 }
@@ -114,5 +127,7 @@ pub async fn serve_metrics(metrics: web::Data<Metrics>, store: web::Data<dyn Sto
         Ok(depth) => metrics.queue_depth.set(depth as i64),
         Err(error) => tracing::warn!(error = %error, "could not read the queue depth"),
     }
-    HttpResponse::Ok().content_type(TextEncoder::new().format_type()).body(metrics.render())
+    HttpResponse::Ok()
+        .content_type(TextEncoder::new().format_type())
+        .body(metrics.render())
 }

@@ -71,8 +71,8 @@ impl Application {
         );
         dispatcher.start().await.context("starting the delivery workers")?;
 
-        let listener =
-            TcpListener::bind(settings.listen).with_context(|| format!("binding HOOKRELAY_LISTEN={}", settings.listen))?;
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("binding HOOKRELAY_LISTEN={}", settings.listen))?;
         let port = listener.local_addr()?.port();
         let public_url = if settings.listen.port() == 0 {
             // Tests bind port 0: point ingest_url at the port actually taken.
@@ -91,33 +91,38 @@ impl Application {
         let dispatcher_data = web::Data::new(dispatcher.clone());
         let auth = web::Data::new(AdminAuth::new(admin_token.clone()));
         let readiness_data = readiness.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(tracing_actix_web::TracingLogger::default())
-                .app_data(store_data.clone())
-                .app_data(metrics_data.clone())
-                .app_data(dispatcher_data.clone())
-                .app_data(app_config.clone())
-                .app_data(auth.clone())
-                .app_data(readiness_data.clone())
-                .app_data(json_config())
-                .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                    ApiError::bad_request("invalid_query", format!("invalid query string: {e}")).into()
-                }))
-                .app_data(web::PathConfig::default().error_handler(|e, _| {
-                    ApiError::bad_request("invalid_path", format!("invalid path: {e}")).into()
-                }))
-                .route("/ingest/{merchant_id}", web::post().to(ingest::ingest_event))
-                .route("/healthz", web::get().to(health::healthz))
-                .route("/readyz", web::get().to(health::readyz))
-                .route("/metrics", web::get().to(metrics::serve_metrics))
-                .service(web::scope("/api/v1").wrap(from_fn(admin::require_admin)).configure(admin::routes))
-                .default_service(web::to(no_route))
-        })
-        .listen(listener)?
-        .disable_signals()
-        .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
-        .run();
+        let server =
+            HttpServer::new(move || {
+                App::new()
+                    .wrap(tracing_actix_web::TracingLogger::default())
+                    .app_data(store_data.clone())
+                    .app_data(metrics_data.clone())
+                    .app_data(dispatcher_data.clone())
+                    .app_data(app_config.clone())
+                    .app_data(auth.clone())
+                    .app_data(readiness_data.clone())
+                    .app_data(json_config())
+                    .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                        ApiError::bad_request("invalid_query", format!("invalid query string: {e}")).into()
+                    }))
+                    .app_data(web::PathConfig::default().error_handler(|e, _| {
+                        ApiError::bad_request("invalid_path", format!("invalid path: {e}")).into()
+                    }))
+                    .route("/ingest/{merchant_id}", web::post().to(ingest::ingest_event))
+                    .route("/healthz", web::get().to(health::healthz))
+                    .route("/readyz", web::get().to(health::readyz))
+                    .route("/metrics", web::get().to(metrics::serve_metrics))
+                    .service(
+                        web::scope("/api/v1")
+                            .wrap(from_fn(admin::require_admin))
+                            .configure(admin::routes),
+                    )
+                    .default_service(web::to(no_route))
+            })
+            .listen(listener)?
+            .disable_signals()
+            .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
+            .run();
 
         readiness.set(true);
         Ok(Self {
@@ -156,7 +161,10 @@ impl Application {
         self.readiness.set(false);
         let (_, drained) = tokio::join!(handle.stop(true), self.dispatcher.drain(self.grace));
         if !drained {
-            tracing::warn!(grace_ms = self.grace.as_millis() as u64, "attempts still running at the end of the grace period; they will be retried after restart");
+            tracing::warn!(
+                grace_ms = self.grace.as_millis() as u64,
+                "attempts still running at the end of the grace period; they will be retried after restart"
+            );
         }
         self.store.sync().await.context("syncing the store at shutdown")?;
         tracing::info!("stopped");
@@ -179,12 +187,16 @@ fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<Secret> {
         Err(e) => return Err(e).with_context(|| format!("reading the admin token from {}", path.display())),
     }
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let token = crate::domain::IngestToken::generate().expose().replacen("whk_", "hra_", 1);
+    let token = crate::domain::IngestToken::generate()
+        .expose()
+        .replacen("whk_", "hra_", 1);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
     file.write_all(token.as_bytes())
         .and_then(|_| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))?;
@@ -228,5 +240,9 @@ pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Ap
 }
 
 async fn no_route() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::client(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such route"))
+    Err(ApiError::client(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route",
+    ))
 }

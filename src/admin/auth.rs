@@ -29,7 +29,9 @@ pub async fn require_admin(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let auth = request.app_data::<web::Data<AdminAuth>>().expect("AdminAuth is app data");
+    let auth = request
+        .app_data::<web::Data<AdminAuth>>()
+        .expect("AdminAuth is app data");
     match bearer_token(request.request()) {
         Some(token) if auth.accepts(token) => next.call(request).await,
         Some(_) => Err(ApiError::unauthorized("the admin token is wrong").into()),

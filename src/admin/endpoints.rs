@@ -7,12 +7,12 @@ use utoipa::ToSchema;
 use super::merchants::find_merchant;
 use super::openapi::ErrorBody;
 use super::pagination::{page_slice, List, ListQuery};
-use crate::startup::optional_json;
 use crate::dispatcher::Dispatcher;
 use crate::domain::{
     now_ms, to_rfc3339, Endpoint, EndpointId, EndpointSecret, EndpointUrl, EventTypeFilter, Merchant, RetiredSecret,
 };
 use crate::error::ApiError;
+use crate::startup::optional_json;
 use crate::startup::AppConfig;
 use crate::store::Store;
 
@@ -84,8 +84,13 @@ pub struct EndpointView {
 impl From<Endpoint> for EndpointView {
     fn from(e: Endpoint) -> Self {
         let now = now_ms();
-        let previous_secret_expires_at =
-            e.retired_secrets.iter().map(|r| r.expires_at).filter(|at| *at > now).max().map(to_rfc3339);
+        let previous_secret_expires_at = e
+            .retired_secrets
+            .iter()
+            .map(|r| r.expires_at)
+            .filter(|at| *at > now)
+            .max()
+            .map(to_rfc3339);
         Self {
             id: e.id.to_string(),
             merchant_id: e.merchant_id.to_string(),
@@ -114,7 +119,10 @@ fn parse_secret(secret: &str) -> Result<EndpointSecret, ApiError> {
 }
 
 fn check_description(description: &Option<String>) -> Result<(), ApiError> {
-    if description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_LEN) {
+    if description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_LEN)
+    {
         return Err(ApiError::unprocessable(
             "invalid_description",
             format!("description is longer than {MAX_DESCRIPTION_LEN} characters"),
@@ -124,10 +132,17 @@ fn check_description(description: &Option<String>) -> Result<(), ApiError> {
 }
 
 /// The merchant and its endpoint, or 404.
-async fn find_endpoint(store: &dyn Store, merchant_id: &str, endpoint_id: &str) -> Result<(Merchant, Endpoint), ApiError> {
+async fn find_endpoint(
+    store: &dyn Store,
+    merchant_id: &str,
+    endpoint_id: &str,
+) -> Result<(Merchant, Endpoint), ApiError> {
     let merchant = find_merchant(store, merchant_id).await?;
     let id = EndpointId::parse(endpoint_id).map_err(|_| ApiError::not_found("endpoint"))?;
-    let endpoint = store.get_endpoint(&merchant.id, &id).await?.ok_or_else(|| ApiError::not_found("endpoint"))?;
+    let endpoint = store
+        .get_endpoint(&merchant.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("endpoint"))?;
     Ok((merchant, endpoint))
 }
 
@@ -146,7 +161,12 @@ pub async fn create_endpoint(
     let body = body.into_inner();
     let url = parse_url(&body.url)?;
     let event_types = parse_event_types(body.event_types.unwrap_or_default())?;
-    let secret = body.secret.as_deref().map(parse_secret).transpose()?.unwrap_or_else(EndpointSecret::generate);
+    let secret = body
+        .secret
+        .as_deref()
+        .map(parse_secret)
+        .transpose()?
+        .unwrap_or_else(EndpointSecret::generate);
     check_description(&body.description)?;
     let now = now_ms();
     let endpoint = Endpoint {
@@ -161,7 +181,9 @@ pub async fn create_endpoint(
         created_at: now,
         updated_at: now,
     };
-    store.create_endpoint(&endpoint, config.max_endpoints_per_merchant).await?;
+    store
+        .create_endpoint(&endpoint, config.max_endpoints_per_merchant)
+        .await?;
     tracing::info!(merchant_id = %endpoint.merchant_id, endpoint_id = %endpoint.id, "endpoint created");
     Ok(HttpResponse::Created().json(EndpointView::from(endpoint)))
 }
@@ -184,7 +206,10 @@ pub async fn list_endpoints(
 #[utoipa::path(get, path = "/api/v1/merchants/{merchant_id}/endpoints/{endpoint_id}", tag = "endpoints",
     params(("merchant_id" = String, Path), ("endpoint_id" = String, Path)),
     responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
-pub async fn get_endpoint(path: web::Path<(String, String)>, store: web::Data<dyn Store>) -> Result<HttpResponse, ApiError> {
+pub async fn get_endpoint(
+    path: web::Path<(String, String)>,
+    store: web::Data<dyn Store>,
+) -> Result<HttpResponse, ApiError> {
     let (_, endpoint) = find_endpoint(&**store, &path.0, &path.1).await?;
     Ok(HttpResponse::Ok().json(EndpointView::from(endpoint)))
 }
@@ -248,11 +273,19 @@ pub async fn rotate_secret(
 ) -> Result<HttpResponse, ApiError> {
     let (_, mut endpoint) = find_endpoint(&**store, &path.0, &path.1).await?;
     let body: RotateSecret = optional_json(&body)?;
-    let secret = body.secret.as_deref().map(parse_secret).transpose()?.unwrap_or_else(EndpointSecret::generate);
+    let secret = body
+        .secret
+        .as_deref()
+        .map(parse_secret)
+        .transpose()?
+        .unwrap_or_else(EndpointSecret::generate);
     let now = now_ms();
     let old = std::mem::replace(&mut endpoint.secret, secret);
     endpoint.retired_secrets.retain(|r| r.expires_at > now);
-    endpoint.retired_secrets.push(RetiredSecret { secret: old, expires_at: now + ROTATION_OVERLAP_MS });
+    endpoint.retired_secrets.push(RetiredSecret {
+        secret: old,
+        expires_at: now + ROTATION_OVERLAP_MS,
+    });
     endpoint.updated_at = now;
     store.update_endpoint(&endpoint).await?;
     tracing::info!(merchant_id = %endpoint.merchant_id, endpoint_id = %endpoint.id, "endpoint secret rotated");
@@ -272,8 +305,13 @@ pub async fn recover_endpoint(
     let since = chrono::DateTime::parse_from_rfc3339(&body.since)
         .map_err(|e| ApiError::unprocessable("invalid_since", format!("since must be an RFC 3339 time: {e}")))?
         .timestamp_millis();
-    let recovered = store.recover_endpoint(&merchant.id, &endpoint.id, since, now_ms()).await?;
+    let recovered = store
+        .recover_endpoint(&merchant.id, &endpoint.id, since, now_ms())
+        .await?;
     dispatcher.wake(&merchant.id, &endpoint.id);
     tracing::info!(merchant_id = %merchant.id, endpoint_id = %endpoint.id, recovered, "failed deliveries re-queued");
-    Ok(HttpResponse::Accepted().json(RecoverResponse { endpoint_id: endpoint.id.to_string(), recovered }))
+    Ok(HttpResponse::Accepted().json(RecoverResponse {
+        endpoint_id: endpoint.id.to_string(),
+        recovered,
+    }))
 }

@@ -127,7 +127,10 @@ pub struct ReplayResponse {
 async fn find_event(store: &dyn Store, merchant_id: &str, event_id: &str) -> Result<(Merchant, Event), ApiError> {
     let merchant = find_merchant(store, merchant_id).await?;
     let id = EventId::parse(event_id).map_err(|_| ApiError::not_found("event"))?;
-    let event = store.get_event(&merchant.id, &id).await?.ok_or_else(|| ApiError::not_found("event"))?;
+    let event = store
+        .get_event(&merchant.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("event"))?;
     Ok((merchant, event))
 }
 
@@ -141,14 +144,19 @@ pub async fn list_events(
 ) -> Result<HttpResponse, ApiError> {
     let page_request = page_request(query.limit, query.cursor.as_deref())?;
     let merchant = find_merchant(&**store, &path).await?;
-    let page = store.list_events(&merchant.id, query.event_type.as_deref(), page_request).await?;
+    let page = store
+        .list_events(&merchant.id, query.event_type.as_deref(), page_request)
+        .await?;
     Ok(HttpResponse::Ok().json(List::from_page(page, |e| EventSummary::from(&e))))
 }
 
 #[utoipa::path(get, path = "/api/v1/merchants/{merchant_id}/events/{event_id}", tag = "events",
     params(("merchant_id" = String, Path), ("event_id" = String, Path)),
     responses((status = 200, body = EventDetail), (status = 404, body = ErrorBody)))]
-pub async fn get_event(path: web::Path<(String, String)>, store: web::Data<dyn Store>) -> Result<HttpResponse, ApiError> {
+pub async fn get_event(
+    path: web::Path<(String, String)>,
+    store: web::Data<dyn Store>,
+) -> Result<HttpResponse, ApiError> {
     let (_, event) = find_event(&**store, &path.0, &path.1).await?;
     let deliveries = store.list_deliveries(&event.id).await?;
     let payload = serde_json::from_slice(&event.payload).unwrap_or(serde_json::Value::Null);
@@ -188,11 +196,19 @@ pub async fn replay_event(
     let endpoints: Vec<EndpointId> = match request.endpoint_id {
         Some(id) => {
             let id = EndpointId::parse(&id).map_err(|_| ApiError::not_found("endpoint"))?;
-            store.get_endpoint(&merchant.id, &id).await?.ok_or_else(|| ApiError::not_found("endpoint"))?;
+            store
+                .get_endpoint(&merchant.id, &id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("endpoint"))?;
             vec![id]
         }
         None => {
-            let existing: Vec<EndpointId> = store.list_endpoints(&merchant.id).await?.into_iter().map(|e| e.id).collect();
+            let existing: Vec<EndpointId> = store
+                .list_endpoints(&merchant.id)
+                .await?
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
             store
                 .list_deliveries(&event.id)
                 .await?
@@ -207,5 +223,8 @@ pub async fn replay_event(
         dispatcher.wake(&merchant.id, endpoint);
     }
     tracing::info!(merchant_id = %merchant.id, event_id = %event.id, deliveries, "event replayed");
-    Ok(HttpResponse::Accepted().json(ReplayResponse { event_id: event.id.to_string(), deliveries }))
+    Ok(HttpResponse::Accepted().json(ReplayResponse {
+        event_id: event.id.to_string(),
+        deliveries,
+    }))
 }

@@ -55,7 +55,10 @@ impl MerchantView {
 /// The merchant, or 404.
 pub async fn find_merchant(store: &dyn Store, id: &str) -> Result<Merchant, ApiError> {
     let id = MerchantId::parse(id).map_err(|_| ApiError::not_found("merchant"))?;
-    store.get_merchant(&id).await?.ok_or_else(|| ApiError::not_found("merchant"))
+    store
+        .get_merchant(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("merchant"))
 }
 
 #[utoipa::path(post, path = "/api/v1/merchants", tag = "merchants", request_body = CreateMerchant,
@@ -72,9 +75,17 @@ pub async fn create_merchant(
         None => MerchantId::generate(),
     };
     if body.name.as_ref().is_some_and(|n| n.chars().count() > MAX_NAME_LEN) {
-        return Err(ApiError::unprocessable("invalid_name", format!("name is longer than {MAX_NAME_LEN} characters")));
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            format!("name is longer than {MAX_NAME_LEN} characters"),
+        ));
     }
-    let merchant = Merchant { id, name: body.name, ingest_token: IngestToken::generate(), created_at: now_ms() };
+    let merchant = Merchant {
+        id,
+        name: body.name,
+        ingest_token: IngestToken::generate(),
+        created_at: now_ms(),
+    };
     store.create_merchant(&merchant).await.map_err(|e| match e {
         StoreError::AlreadyExists => ApiError::conflict("merchant_exists", "a merchant with this id exists"),
         other => other.into(),

@@ -29,7 +29,10 @@ impl ListQuery {
 pub fn page_request(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and {MAX_LIMIT}")));
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
     }
     let after = cursor
         .map(|cursor| {
@@ -40,7 +43,10 @@ pub fn page_request(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequ
                 .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))
         })
         .transpose()?;
-    Ok(PageRequest { after, limit: limit as usize })
+    Ok(PageRequest {
+        after,
+        limit: limit as usize,
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -54,7 +60,9 @@ impl<T> List<T> {
     pub fn from_page<S>(page: Page<S>, view: impl Fn(S) -> T) -> Self {
         Self {
             data: page.items.into_iter().map(view).collect(),
-            next_cursor: page.next.map(|key| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)),
+            next_cursor: page
+                .next
+                .map(|key| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)),
         }
     }
 }

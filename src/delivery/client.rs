@@ -47,7 +47,13 @@ impl DeliveryClient {
     }
 
     /// Makes one attempt; never fails, every failure is a classified report.
-    pub async fn send(&self, endpoint: &Endpoint, event_id: &EventId, payload: Bytes, now_unix_s: i64) -> AttemptReport {
+    pub async fn send(
+        &self,
+        endpoint: &Endpoint,
+        event_id: &EventId,
+        payload: Bytes,
+        now_unix_s: i64,
+    ) -> AttemptReport {
         let signature = signature_header(
             endpoint.signing_secrets(now_unix_s.saturating_mul(1000)),
             event_id.as_str(),
@@ -61,12 +67,21 @@ impl DeliveryClient {
         headers.insert("webhook-signature", header_value(&signature));
 
         let started = Instant::now();
-        let result = self.http.post(endpoint.url.as_str()).headers(headers).body(payload).send().await;
+        let result = self
+            .http
+            .post(endpoint.url.as_str())
+            .headers(headers)
+            .body(payload)
+            .send()
+            .await;
         let report = match result {
             Ok(response) => classify_response(response).await,
             Err(error) => classify_error(&error),
         };
-        AttemptReport { duration: started.elapsed(), ..report }
+        AttemptReport {
+            duration: started.elapsed(),
+            ..report
+        }
     }
 }
 
@@ -105,7 +120,12 @@ async fn classify_response(mut response: reqwest::Response) -> AttemptReport {
         error.push_str(&format!(" (reading the body failed: {})", describe(&e)));
     }
     let retry_after = retry_after.filter(|_| matches!(status.as_u16(), 429 | 503));
-    report(AttemptOutcome::HttpError, Some(status.as_u16()), Some(error), retry_after)
+    report(
+        AttemptOutcome::HttpError,
+        Some(status.as_u16()),
+        Some(error),
+        retry_after,
+    )
 }
 
 fn report(
@@ -114,11 +134,21 @@ fn report(
     error: Option<String>,
     retry_after: Option<Duration>,
 ) -> AttemptReport {
-    AttemptReport { outcome, status_code, error, duration: Duration::ZERO, retry_after }
+    AttemptReport {
+        outcome,
+        status_code,
+        error,
+        duration: Duration::ZERO,
+        retry_after,
+    }
 }
 
 fn classify_error(error: &reqwest::Error) -> AttemptReport {
-    let outcome = if error.is_timeout() { AttemptOutcome::Timeout } else { AttemptOutcome::ConnectError };
+    let outcome = if error.is_timeout() {
+        AttemptOutcome::Timeout
+    } else {
+        AttemptOutcome::ConnectError
+    };
     report(outcome, None, Some(describe(error)), None)
 }
 

@@ -90,7 +90,10 @@ impl Dispatcher {
         self.shared.tracker.spawn(async move {
             shared.run_until_stopped(&merchant, &endpoint, &signal).await;
             let mut workers = shared.workers.lock().expect("worker table poisoned");
-            if workers.get(&endpoint).is_some_and(|current| Arc::ptr_eq(current, &signal)) {
+            if workers
+                .get(&endpoint)
+                .is_some_and(|current| Arc::ptr_eq(current, &signal))
+            {
                 workers.remove(&endpoint);
             }
         });
@@ -134,7 +137,12 @@ impl Shared {
                         Err(_) => break,
                     }
                 }
-                match self.ctx.store.claim_due(endpoint_id, now_ms(), permits.len(), self.lease).await {
+                match self
+                    .ctx
+                    .store
+                    .claim_due(endpoint_id, now_ms(), permits.len(), self.lease)
+                    .await
+                {
                     Ok(claimed) => {
                         next_due = claimed.next_due;
                         for claim in claimed.claims {
@@ -158,7 +166,9 @@ impl Shared {
             // Sleep until something can change: a wake-up, an attempt ending (a slot
             // frees), the next due time (only worth it with a free slot), or a stop.
             let can_claim = endpoint.enabled && in_flight.len() < self.endpoint_concurrency;
-            let sleep_for = next_due.filter(|_| can_claim).map(|due| Duration::from_millis((due - now_ms()).max(0) as u64));
+            let sleep_for = next_due
+                .filter(|_| can_claim)
+                .map(|due| Duration::from_millis((due - now_ms()).max(0) as u64));
             tokio::select! {
                 _ = self.stop.cancelled() => break,
                 _ = signal.notified() => {}

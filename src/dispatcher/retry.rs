@@ -22,7 +22,11 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     pub fn new(initial: Duration, max: Duration, max_attempts: u32) -> Self {
-        Self { initial, max: max.max(initial), max_attempts: max_attempts.max(1) }
+        Self {
+            initial,
+            max: max.max(initial),
+            max_attempts: max_attempts.max(1),
+        }
     }
 
     pub fn max_attempts(&self) -> u32 {
@@ -33,7 +37,10 @@ impl RetryPolicy {
     /// number in [0, 1); 0 gives the nominal delay, values above shorten it by up to 20%.
     pub fn delay_after(&self, attempt: u32, unit: f64) -> Duration {
         let doublings = attempt.saturating_sub(1).min(63);
-        let nominal = self.initial.saturating_mul(1u32.checked_shl(doublings.min(31)).unwrap_or(u32::MAX)).min(self.max);
+        let nominal = self
+            .initial
+            .saturating_mul(1u32.checked_shl(doublings.min(31)).unwrap_or(u32::MAX))
+            .min(self.max);
         nominal.mul_f64(1.0 - JITTER * unit.clamp(0.0, 1.0))
     }
 
@@ -100,18 +107,36 @@ mod tests {
     #[test]
     fn the_last_attempt_fails_the_delivery_and_success_ends_it() {
         let p = RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(1), 3);
-        assert_eq!(p.decide(1, AttemptOutcome::Timeout, None, 0, 0.0), Disposition::RetryAt(100));
-        assert_eq!(p.decide(2, AttemptOutcome::HttpError, None, 0, 0.0), Disposition::RetryAt(200));
-        assert_eq!(p.decide(3, AttemptOutcome::ConnectError, None, 0, 0.0), Disposition::Failed);
-        assert_eq!(p.decide(3, AttemptOutcome::Success, None, 0, 0.0), Disposition::Succeeded);
+        assert_eq!(
+            p.decide(1, AttemptOutcome::Timeout, None, 0, 0.0),
+            Disposition::RetryAt(100)
+        );
+        assert_eq!(
+            p.decide(2, AttemptOutcome::HttpError, None, 0, 0.0),
+            Disposition::RetryAt(200)
+        );
+        assert_eq!(
+            p.decide(3, AttemptOutcome::ConnectError, None, 0, 0.0),
+            Disposition::Failed
+        );
+        assert_eq!(
+            p.decide(3, AttemptOutcome::Success, None, 0, 0.0),
+            Disposition::Succeeded
+        );
     }
 
     #[test]
     fn retry_after_lengthens_the_delay_up_to_the_cap() {
         let p = RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(10), 5);
         let asked = Some(Duration::from_secs(3));
-        assert_eq!(p.decide(1, AttemptOutcome::HttpError, asked, 0, 0.0), Disposition::RetryAt(3_000));
+        assert_eq!(
+            p.decide(1, AttemptOutcome::HttpError, asked, 0, 0.0),
+            Disposition::RetryAt(3_000)
+        );
         let too_long = Some(Duration::from_secs(3_600));
-        assert_eq!(p.decide(1, AttemptOutcome::HttpError, too_long, 0, 0.0), Disposition::RetryAt(10_000));
+        assert_eq!(
+            p.decide(1, AttemptOutcome::HttpError, too_long, 0, 0.0),
+            Disposition::RetryAt(10_000)
+        );
     }
 }

@@ -32,7 +32,10 @@ pub async fn deliver_one(ctx: &DispatchContext, endpoint: &Endpoint, claim: Clai
     async move {
         let started_at = now_ms();
         ctx.metrics.in_flight.inc();
-        let report = ctx.client.send(endpoint, &claim.event_id, claim.payload.clone(), started_at / 1000).await;
+        let report = ctx
+            .client
+            .send(endpoint, &claim.event_id, claim.payload.clone(), started_at / 1000)
+            .await;
         ctx.metrics.in_flight.dec();
 
         let m = &ctx.metrics;
@@ -41,7 +44,9 @@ pub async fn deliver_one(ctx: &DispatchContext, endpoint: &Endpoint, claim: Clai
 
         let finished_at = now_ms();
         let unit: f64 = rand::rng().random();
-        let disposition = ctx.policy.decide(claim.attempt, report.outcome, report.retry_after, finished_at, unit);
+        let disposition = ctx
+            .policy
+            .decide(claim.attempt, report.outcome, report.retry_after, finished_at, unit);
         let attempt = Attempt {
             event_id: claim.event_id.clone(),
             endpoint_id: claim.endpoint_id.clone(),
@@ -56,7 +61,8 @@ pub async fn deliver_one(ctx: &DispatchContext, endpoint: &Endpoint, claim: Clai
 
         match disposition {
             Disposition::Succeeded => {
-                m.delivery_lag.observe((finished_at - claim.received_at).max(0) as f64 / 1000.0);
+                m.delivery_lag
+                    .observe((finished_at - claim.received_at).max(0) as f64 / 1000.0);
                 tracing::debug!(status = report.status_code, "delivered");
             }
             Disposition::RetryAt(at) => tracing::info!(

@@ -69,8 +69,15 @@ impl EventTypeFilter {
         }
         for value in &values {
             let body = value.strip_suffix('*').unwrap_or(value);
-            if value.is_empty() || value.len() > Self::MAX_LEN || body.contains('*') || value.chars().any(char::is_control) {
-                return Err(format!("event_types entry {value:?} must be 1-{} characters, `*` only at the end", Self::MAX_LEN));
+            if value.is_empty()
+                || value.len() > Self::MAX_LEN
+                || body.contains('*')
+                || value.chars().any(char::is_control)
+            {
+                return Err(format!(
+                    "event_types entry {value:?} must be 1-{} characters, `*` only at the end",
+                    Self::MAX_LEN
+                ));
             }
         }
         let mut values = values;
@@ -127,7 +134,11 @@ impl EndpointSecret {
     pub fn generate() -> Self {
         let mut key = vec![0u8; 32];
         rand::rng().fill_bytes(&mut key);
-        let text = format!("{}{}", Self::PREFIX, base64::engine::general_purpose::STANDARD.encode(&key));
+        let text = format!(
+            "{}{}",
+            Self::PREFIX,
+            base64::engine::general_purpose::STANDARD.encode(&key)
+        );
         Self { text, key }
     }
 
@@ -141,7 +152,10 @@ impl EndpointSecret {
         if !(24..=64).contains(&key.len()) {
             return Err("secret must encode 24 to 64 bytes".to_owned());
         }
-        Ok(Self { text: value.to_owned(), key })
+        Ok(Self {
+            text: value.to_owned(),
+            key,
+        })
     }
 
     /// The HMAC key.
@@ -199,8 +213,12 @@ pub struct Endpoint {
 impl Endpoint {
     /// The secrets that sign an attempt made at `now`: the current one first.
     pub fn signing_secrets(&self, now: UnixMillis) -> impl Iterator<Item = &EndpointSecret> {
-        std::iter::once(&self.secret)
-            .chain(self.retired_secrets.iter().filter(move |r| r.expires_at > now).map(|r| &r.secret))
+        std::iter::once(&self.secret).chain(
+            self.retired_secrets
+                .iter()
+                .filter(move |r| r.expires_at > now)
+                .map(|r| &r.secret),
+        )
     }
 }
 
@@ -213,7 +231,14 @@ mod tests {
         for ok in ["http://127.0.0.1:9000/hook", "https://example.com/a?b=c"] {
             assert!(EndpointUrl::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/relative", "ftp://example.com", "example.com/hook", "http://", "https://user:pw@example.com/"] {
+        for bad in [
+            "",
+            "/relative",
+            "ftp://example.com",
+            "example.com/hook",
+            "http://",
+            "https://user:pw@example.com/",
+        ] {
             assert!(EndpointUrl::parse(bad).is_err(), "{bad}");
         }
     }

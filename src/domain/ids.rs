@@ -15,7 +15,9 @@ impl MerchantId {
     pub const MAX_LEN: usize = 64;
 
     pub fn parse(value: &str) -> Result<Self, String> {
-        let valid_chars = value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let valid_chars = value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if value.is_empty() || value.len() > Self::MAX_LEN || !valid_chars {
             return Err(format!("merchant id must match [A-Za-z0-9_-]{{1,{}}}", Self::MAX_LEN));
         }
@@ -50,7 +52,9 @@ macro_rules! generated_id {
             pub fn parse(value: &str) -> Result<Self, String> {
                 let valid = value.len() == Self::LEN
                     && value.starts_with($prefix)
-                    && value[$prefix.len()..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+                    && value[$prefix.len()..]
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
                 if !valid {
                     return Err(format!(concat!("not a valid id (", $prefix, "...): {:?}"), value));
                 }

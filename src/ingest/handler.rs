@@ -32,8 +32,9 @@ pub async fn ingest_event(
         Err(_) => metrics.count_ingest("rejected"),
     }
     Ok(match result? {
-        AcceptOutcome::Accepted { event_id, deliveries } => HttpResponse::Accepted()
-            .json(json!({ "event_id": event_id, "status": "queued", "deliveries": deliveries })),
+        AcceptOutcome::Accepted { event_id, deliveries } => {
+            HttpResponse::Accepted().json(json!({ "event_id": event_id, "status": "queued", "deliveries": deliveries }))
+        }
         AcceptOutcome::Duplicate { event_id } => {
             HttpResponse::Ok().json(json!({ "event_id": event_id, "status": "duplicate", "deliveries": 0 }))
         }
@@ -64,7 +65,10 @@ async fn accept(
     let body = read_body(request, payload, config.max_payload_bytes).await?;
     let header_key = match request.headers().get("idempotency-key") {
         Some(value) => Some(value.to_str().map_err(|_| {
-            ApiError::bad_request("invalid_idempotency_key", "the Idempotency-Key header must be visible ASCII")
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "the Idempotency-Key header must be visible ASCII",
+            )
         })?),
         None => None,
     };

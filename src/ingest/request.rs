@@ -7,8 +7,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 
 use crate::domain::IdempotencyKey;
-use crate::extract::bearer_token;
 use crate::error::ApiError;
+use crate::extract::bearer_token;
 
 /// The token from `?token=` or `Authorization: Bearer`.
 pub fn presented_token(request: &HttpRequest) -> Option<String> {
@@ -39,7 +39,8 @@ pub async fn read_body(request: &HttpRequest, mut payload: web::Payload, limit: 
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("invalid_body", format!("the body could not be read: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request("invalid_body", format!("the body could not be read: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large(limit));
         }
@@ -68,7 +69,10 @@ pub fn parse_event(body: &[u8], header_key: Option<&str>) -> Result<EventFields,
     let idempotency_key = key
         .map(|key| IdempotencyKey::parse(key).map_err(|e| ApiError::bad_request("invalid_idempotency_key", e)))
         .transpose()?;
-    Ok(EventFields { event_type, idempotency_key })
+    Ok(EventFields {
+        event_type,
+        idempotency_key,
+    })
 }
 
 #[cfg(test)]

@@ -5,9 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::domain::{
-    Attempt, Delivery, Endpoint, EndpointId, Event, EventId, Merchant, MerchantId, UnixMillis,
-};
+use crate::domain::{Attempt, Delivery, Endpoint, EndpointId, Event, EventId, Merchant, MerchantId, UnixMillis};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,7 +27,10 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn backend(context: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Self::Backend { context, source: source.into() }
+        Self::Backend {
+            context,
+            source: source.into(),
+        }
     }
 }
 
@@ -127,7 +128,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_attempts(&self, event: &EventId, page: PageRequest) -> Result<Page<Attempt>, StoreError>;
     /// Makes the event's deliveries to these endpoints pending again (creating them
     /// where missing), due now, with a fresh attempt budget.
-    async fn replay_event(&self, event: &Event, endpoints: &[EndpointId], now: UnixMillis) -> Result<usize, StoreError>;
+    async fn replay_event(&self, event: &Event, endpoints: &[EndpointId], now: UnixMillis)
+        -> Result<usize, StoreError>;
     /// Re-queues the endpoint's failed deliveries of events received since `since`.
     async fn recover_endpoint(
         &self,

@@ -129,7 +129,9 @@ impl SledStore {
 }
 
 fn check_format(db: &sled::Db) -> Result<(), StoreError> {
-    let found = db.get("format_version").map_err(|e| StoreError::backend("reading the format version", e))?;
+    let found = db
+        .get("format_version")
+        .map_err(|e| StoreError::backend("reading the format version", e))?;
     match found {
         Some(version) if &*version == FORMAT_VERSION.as_bytes() => Ok(()),
         Some(version) => Err(StoreError::backend(
@@ -231,7 +233,10 @@ fn requeue(
         keys::queue(&delivery.endpoint_id, now, &delivery.event_id),
         delivery.merchant_id.as_str().as_bytes(),
     )?;
-    deliveries.insert(keys::delivery(&delivery.event_id, &delivery.endpoint_id), encode(&delivery))?;
+    deliveries.insert(
+        keys::delivery(&delivery.event_id, &delivery.endpoint_id),
+        encode(&delivery),
+    )?;
     Ok(grew)
 }
 
@@ -241,7 +246,9 @@ impl Inner {
         let prefix = endpoint.as_str().as_bytes();
         for entry in self.queue.scan_prefix(prefix) {
             let (key, _) = entry.map_err(sled_err("scanning the queue"))?;
-            let Some((_, event)) = keys::parse_queue(&key) else { continue };
+            let Some((_, event)) = keys::parse_queue(&key) else {
+                continue;
+            };
             let dkey = keys::delivery(&event, endpoint);
             (&self.queue, &self.deliveries)
                 .transaction(|(queue, deliveries)| {
@@ -263,7 +270,9 @@ impl Inner {
         }
         for entry in self.failed.scan_prefix(prefix).keys() {
             let key = entry.map_err(sled_err("scanning failed deliveries"))?;
-            self.failed.remove(key).map_err(sled_err("removing failed deliveries"))?;
+            self.failed
+                .remove(key)
+                .map_err(sled_err("removing failed deliveries"))?;
         }
         Ok(())
     }
@@ -320,7 +329,11 @@ impl Store for SledStore {
         self.write(move |s| {
             let now = crate::domain::now_ms();
             // Remove the merchant first so ingest stops, then what hung off it.
-            if s.merchants.remove(id.as_str()).map_err(sled_err("deleting a merchant"))?.is_none() {
+            if s.merchants
+                .remove(id.as_str())
+                .map_err(sled_err("deleting a merchant"))?
+                .is_none()
+            {
                 return Ok(false);
             }
             let prefix = keys::merchant_prefix(&id);
@@ -350,7 +363,11 @@ impl Store for SledStore {
         let endpoint = endpoint.clone();
         self.write(move |s| {
             let _guard = s.endpoint_writes.lock().expect("endpoint lock poisoned");
-            if s.merchants.get(endpoint.merchant_id.as_str()).map_err(sled_err("reading a merchant"))?.is_none() {
+            if s.merchants
+                .get(endpoint.merchant_id.as_str())
+                .map_err(sled_err("reading a merchant"))?
+                .is_none()
+            {
                 return Err(StoreError::NotFound);
             }
             let prefix = keys::merchant_prefix(&endpoint.merchant_id);
@@ -359,7 +376,9 @@ impl Store for SledStore {
                 return Err(StoreError::LimitReached(limit));
             }
             let key = keys::merchant_child(&endpoint.merchant_id, endpoint.id.as_str());
-            s.endpoints.insert(key, encode(&endpoint)).map_err(sled_err("creating an endpoint"))?;
+            s.endpoints
+                .insert(key, encode(&endpoint))
+                .map_err(sled_err("creating an endpoint"))?;
             Ok(())
         })
         .await
@@ -406,10 +425,16 @@ impl Store for SledStore {
         self.write(move |s| {
             let _guard = s.endpoint_writes.lock().expect("endpoint lock poisoned");
             let key = keys::merchant_child(&endpoint.merchant_id, endpoint.id.as_str());
-            if s.endpoints.get(&key).map_err(sled_err("reading an endpoint"))?.is_none() {
+            if s.endpoints
+                .get(&key)
+                .map_err(sled_err("reading an endpoint"))?
+                .is_none()
+            {
                 return Err(StoreError::NotFound);
             }
-            s.endpoints.insert(key, encode(&endpoint)).map_err(sled_err("updating an endpoint"))?;
+            s.endpoints
+                .insert(key, encode(&endpoint))
+                .map_err(sled_err("updating an endpoint"))?;
             Ok(())
         })
         .await
@@ -445,8 +470,12 @@ impl Store for SledStore {
             let deliveries: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = endpoints
                 .iter()
                 .map(|endpoint| {
-                    let delivery =
-                        Delivery::new(event.id.clone(), endpoint.clone(), event.merchant_id.clone(), event.received_at);
+                    let delivery = Delivery::new(
+                        event.id.clone(),
+                        endpoint.clone(),
+                        event.merchant_id.clone(),
+                        event.received_at,
+                    );
                     (
                         keys::delivery(&event.id, endpoint),
                         encode(&delivery),
@@ -472,7 +501,10 @@ impl Store for SledStore {
                         delivery_tree.insert(delivery_key.as_slice(), delivery.as_slice())?;
                         queue.insert(queue_key.as_slice(), event.merchant_id.as_str().as_bytes())?;
                     }
-                    Ok(AcceptOutcome::Accepted { event_id: event.id.clone(), deliveries: deliveries.len() })
+                    Ok(AcceptOutcome::Accepted {
+                        event_id: event.id.clone(),
+                        deliveries: deliveries.len(),
+                    })
                 })
                 .map_err(tx_err::<StoreError>("storing an event"))?;
             if let AcceptOutcome::Accepted { deliveries, .. } = &outcome {
@@ -560,7 +592,10 @@ impl Store for SledStore {
                 page.limit,
                 |_: &Attempt| true,
                 |key, _| {
-                    let seq = key[EventId::LEN..].try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
+                    let seq = key[EventId::LEN..]
+                        .try_into()
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(u64::MAX);
                     seq.to_string()
                 },
             )
@@ -568,7 +603,12 @@ impl Store for SledStore {
         .await
     }
 
-    async fn replay_event(&self, event: &Event, endpoints: &[EndpointId], now: UnixMillis) -> Result<usize, StoreError> {
+    async fn replay_event(
+        &self,
+        event: &Event,
+        endpoints: &[EndpointId],
+        now: UnixMillis,
+    ) -> Result<usize, StoreError> {
         let event = event.clone();
         let endpoints = endpoints.to_vec();
         self.write(move |s| {
@@ -579,7 +619,8 @@ impl Store for SledStore {
                         let delivery = match deliveries.get(keys::delivery(&event.id, endpoint))? {
                             Some(raw) => tx_decode(&raw)?,
                             None => {
-                                let mut d = Delivery::new(event.id.clone(), endpoint.clone(), event.merchant_id.clone(), now);
+                                let mut d =
+                                    Delivery::new(event.id.clone(), endpoint.clone(), event.merchant_id.clone(), now);
                                 d.created_at = event.received_at;
                                 d.status = DeliveryStatus::Succeeded; // not pending: requeue counts it
                                 d
@@ -655,12 +696,17 @@ impl Store for SledStore {
                 if leases.get(&*key).is_some_and(|until| *until > now) {
                     continue;
                 }
-                let Some((due, event)) = keys::parse_queue(&key) else { continue };
+                let Some((due, event)) = keys::parse_queue(&key) else {
+                    continue;
+                };
                 if due > now || claimed.claims.len() >= limit {
                     claimed.next_due = Some(due);
                     break;
                 }
-                let delivery = s.deliveries.get(keys::delivery(&event, &endpoint)).map_err(sled_err("reading a delivery"))?;
+                let delivery = s
+                    .deliveries
+                    .get(keys::delivery(&event, &endpoint))
+                    .map_err(sled_err("reading a delivery"))?;
                 let payload = s.payloads.get(event.as_str()).map_err(sled_err("reading a payload"))?;
                 let (Some(delivery), Some(payload)) = (delivery, payload) else {
                     // The event was deleted under the queue entry.

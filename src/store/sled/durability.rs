@@ -27,21 +27,28 @@ impl Durability {
         let log = File::open(dir.join("db"))?;
         sync_dir(dir)?;
         let (requests, queue) = mpsc::channel::<Waiter>();
-        let mut syncer = Syncer { db, log, blobs_dir: dir.join("blobs"), synced_blobs: HashSet::new() };
-        std::thread::Builder::new().name("hookrelay-commit".into()).spawn(move || {
-            while let Ok(first) = queue.recv() {
-                // Everyone queued now wrote before asking, so one flush covers them all.
-                let mut waiters = vec![first];
-                waiters.extend(queue.try_iter());
-                let result = syncer.sync().map_err(|e| e.to_string());
-                if let Err(error) = &result {
-                    tracing::error!(%error, waiters = waiters.len(), "making writes durable failed");
+        let mut syncer = Syncer {
+            db,
+            log,
+            blobs_dir: dir.join("blobs"),
+            synced_blobs: HashSet::new(),
+        };
+        std::thread::Builder::new()
+            .name("hookrelay-commit".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    // Everyone queued now wrote before asking, so one flush covers them all.
+                    let mut waiters = vec![first];
+                    waiters.extend(queue.try_iter());
+                    let result = syncer.sync().map_err(|e| e.to_string());
+                    if let Err(error) = &result {
+                        tracing::error!(%error, waiters = waiters.len(), "making writes durable failed");
+                    }
+                    for waiter in waiters {
+                        let _ = waiter.send(result.clone());
+                    }
                 }
-                for waiter in waiters {
-                    let _ = waiter.send(result.clone());
-                }
-            }
-        })?;
+            })?;
         Ok(Self { requests })
     }
 
