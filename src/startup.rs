@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
 use actix_web::{error::JsonPayloadError, web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
@@ -215,7 +216,7 @@ fn json_error(error: JsonPayloadError) -> ApiError {
     match error {
         JsonPayloadError::Deserialize(e) => serde_error(e),
         JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => ApiError::client(
-            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("admin request bodies are limited to {ADMIN_BODY_LIMIT} bytes"),
         ),
@@ -239,10 +240,19 @@ pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Ap
     serde_json::from_slice(body).map_err(serde_error)
 }
 
-async fn no_route() -> Result<HttpResponse, ApiError> {
+/// A route whose other methods answer 405 with the JSON error shape.
+pub fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::client(
-        actix_web::http::StatusCode::NOT_FOUND,
-        "not_found",
-        "no such route",
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
     ))
+}
+
+async fn no_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::client(StatusCode::NOT_FOUND, "not_found", "no such route"))
 }

@@ -15,50 +15,37 @@ use actix_web::web;
 
 /// The routes of `/api/v1` (the scope and its auth are set in `startup.rs`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/openapi.json", web::get().to(openapi_json))
-        .route("/merchants", web::post().to(merchants::create_merchant))
-        .route("/merchants", web::get().to(merchants::list_merchants))
-        .route("/merchants/{merchant_id}", web::get().to(merchants::get_merchant))
-        .route("/merchants/{merchant_id}", web::delete().to(merchants::delete_merchant))
-        .route(
-            "/merchants/{merchant_id}/endpoints",
-            web::post().to(endpoints::create_endpoint),
+    use crate::startup::resource;
+
+    let merchant = "/merchants/{merchant_id}";
+    let endpoint = "/merchants/{merchant_id}/endpoints/{endpoint_id}";
+    let event = "/merchants/{merchant_id}/events/{event_id}";
+    cfg.service(resource("/openapi.json").route(web::get().to(openapi_json)))
+        .service(
+            resource("/merchants")
+                .route(web::post().to(merchants::create_merchant))
+                .route(web::get().to(merchants::list_merchants)),
         )
-        .route(
-            "/merchants/{merchant_id}/endpoints",
-            web::get().to(endpoints::list_endpoints),
+        .service(
+            resource(merchant)
+                .route(web::get().to(merchants::get_merchant))
+                .route(web::delete().to(merchants::delete_merchant)),
         )
-        .route(
-            "/merchants/{merchant_id}/endpoints/{endpoint_id}",
-            web::get().to(endpoints::get_endpoint),
+        .service(
+            resource(&format!("{merchant}/endpoints"))
+                .route(web::post().to(endpoints::create_endpoint))
+                .route(web::get().to(endpoints::list_endpoints)),
         )
-        .route(
-            "/merchants/{merchant_id}/endpoints/{endpoint_id}",
-            web::patch().to(endpoints::update_endpoint),
+        .service(
+            resource(endpoint)
+                .route(web::get().to(endpoints::get_endpoint))
+                .route(web::patch().to(endpoints::update_endpoint))
+                .route(web::delete().to(endpoints::delete_endpoint)),
         )
-        .route(
-            "/merchants/{merchant_id}/endpoints/{endpoint_id}",
-            web::delete().to(endpoints::delete_endpoint),
-        )
-        .route(
-            "/merchants/{merchant_id}/endpoints/{endpoint_id}/rotate-secret",
-            web::post().to(endpoints::rotate_secret),
-        )
-        .route(
-            "/merchants/{merchant_id}/endpoints/{endpoint_id}/recover",
-            web::post().to(endpoints::recover_endpoint),
-        )
-        .route("/merchants/{merchant_id}/events", web::get().to(events::list_events))
-        .route(
-            "/merchants/{merchant_id}/events/{event_id}",
-            web::get().to(events::get_event),
-        )
-        .route(
-            "/merchants/{merchant_id}/events/{event_id}/attempts",
-            web::get().to(events::list_attempts),
-        )
-        .route(
-            "/merchants/{merchant_id}/events/{event_id}/replay",
-            web::post().to(events::replay_event),
-        );
+        .service(resource(&format!("{endpoint}/rotate-secret")).route(web::post().to(endpoints::rotate_secret)))
+        .service(resource(&format!("{endpoint}/recover")).route(web::post().to(endpoints::recover_endpoint)))
+        .service(resource(&format!("{merchant}/events")).route(web::get().to(events::list_events)))
+        .service(resource(event).route(web::get().to(events::get_event)))
+        .service(resource(&format!("{event}/attempts")).route(web::get().to(events::list_attempts)))
+        .service(resource(&format!("{event}/replay")).route(web::post().to(events::replay_event)));
 }
