@@ -109,10 +109,10 @@ impl Application {
                     .app_data(web::PathConfig::default().error_handler(|e, _| {
                         ApiError::bad_request("invalid_path", format!("invalid path: {e}")).into()
                     }))
-                    .route("/ingest/{merchant_id}", web::post().to(ingest::ingest_event))
-                    .route("/healthz", web::get().to(health::healthz))
-                    .route("/readyz", web::get().to(health::readyz))
-                    .route("/metrics", web::get().to(metrics::serve_metrics))
+                    .service(resource("/ingest/{merchant_id}").route(web::post().to(ingest::ingest_event)))
+                    .service(resource("/healthz").route(web::get().to(health::healthz)))
+                    .service(resource("/readyz").route(web::get().to(health::readyz)))
+                    .service(resource("/metrics").route(web::get().to(metrics::serve_metrics)))
                     .service(
                         web::scope("/api/v1")
                             .wrap(from_fn(admin::require_admin))
