@@ -75,7 +75,8 @@ impl SledStore {
             .flush_every_ms(Some(FLUSH_EVERY_MS))
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
+                // sled reports its exclusive file lock as a plain I/O error.
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                     StoreError::Locked(format!("{} is open in another hookrelay process", dir.display()))
                 }
                 other => StoreError::backend("opening the sled database", other),

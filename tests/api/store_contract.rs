@@ -1,0 +1,398 @@
+//! The storage contract, run against every backend (today: sled). Each check takes a
+//! fresh, empty store; a new backend adds one `open_*` function and one test per check.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hookrelay::domain::{
+    Attempt, AttemptOutcome, DeliveryStatus, Endpoint, EndpointId, EndpointSecret, EndpointUrl, Event, EventId,
+    EventTypeFilter, IdempotencyKey, IngestToken, Merchant, MerchantId,
+};
+use hookrelay::store::{AcceptOutcome, Claim, Disposition, PageRequest, SledStore, Store, StoreError};
+
+const LEASE: Duration = Duration::from_secs(60);
+
+async fn open_sled() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), 8 << 20).await.unwrap();
+    (Arc::new(store), dir)
+}
+
+fn merchant(id: &str) -> Merchant {
+    Merchant {
+        id: MerchantId::parse(id).unwrap(),
+        name: None,
+        ingest_token: IngestToken::generate(),
+        created_at: 1,
+    }
+}
+
+fn endpoint(merchant: &Merchant) -> Endpoint {
+    Endpoint {
+        id: EndpointId::generate(),
+        merchant_id: merchant.id.clone(),
+        url: EndpointUrl::parse("http://127.0.0.1:9/hook").unwrap(),
+        event_types: EventTypeFilter::default(),
+        description: None,
+        secret: EndpointSecret::generate(),
+        retired_secrets: Vec::new(),
+        enabled: true,
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+fn event(merchant: &Merchant, key: Option<&str>, received_at: i64) -> Event {
+    Event {
+        id: EventId::generate(),
+        merchant_id: merchant.id.clone(),
+        event_type: Some("checkout_session.completed".into()),
+        idempotency_key: key.map(|k| IdempotencyKey::parse(k).unwrap()),
+        received_at,
+        payload: Bytes::from_static(br#"{"type":"checkout_session.completed"}"#),
+    }
+}
+
+fn attempt(claim: &Claim, outcome: AttemptOutcome) -> Attempt {
+    Attempt {
+        event_id: claim.event_id.clone(),
+        endpoint_id: claim.endpoint_id.clone(),
+        attempt: claim.attempt,
+        attempted_at: claim.due,
+        outcome,
+        status_code: Some(500),
+        error: None,
+        duration_ms: 1,
+    }
+}
+
+/// A merchant with one endpoint, stored.
+async fn seeded(store: &dyn Store) -> (Merchant, Endpoint) {
+    let m = merchant("m1");
+    store.create_merchant(&m).await.unwrap();
+    let e = endpoint(&m);
+    store.create_endpoint(&e, 5).await.unwrap();
+    (m, e)
+}
+
+async fn merchants_are_unique_and_page_in_id_order(store: &dyn Store) {
+    for id in ["c", "a", "b"] {
+        store.create_merchant(&merchant(id)).await.unwrap();
+    }
+    assert!(matches!(
+        store.create_merchant(&merchant("a")).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    let first = store
+        .list_merchants(PageRequest { after: None, limit: 2 })
+        .await
+        .unwrap();
+    let ids: Vec<_> = first.items.iter().map(|m| m.id.to_string()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    let rest = store
+        .list_merchants(PageRequest {
+            after: first.next,
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.items[0].id.as_str(), "c");
+    assert!(rest.next.is_none());
+}
+
+async fn the_endpoint_limit_holds(store: &dyn Store) {
+    let m = merchant("m1");
+    store.create_merchant(&m).await.unwrap();
+    for _ in 0..2 {
+        store.create_endpoint(&endpoint(&m), 2).await.unwrap();
+    }
+    assert!(matches!(
+        store.create_endpoint(&endpoint(&m), 2).await,
+        Err(StoreError::LimitReached(2))
+    ));
+    let orphan = endpoint(&merchant("nobody"));
+    assert!(matches!(
+        store.create_endpoint(&orphan, 2).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn an_accepted_event_is_claimable_once_and_deduplicated(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    let ev = event(&m, Some("provider-1"), 1_000);
+    let outcome = store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
+    assert_eq!(
+        outcome,
+        AcceptOutcome::Accepted {
+            event_id: ev.id.clone(),
+            deliveries: 1
+        }
+    );
+    let again = store
+        .accept_event(&event(&m, Some("provider-1"), 1_001), &[e.id.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        AcceptOutcome::Duplicate {
+            event_id: ev.id.clone()
+        }
+    );
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+
+    let claimed = store.claim_due(&e.id, 1_000, 10, LEASE).await.unwrap();
+    assert_eq!(claimed.claims.len(), 1);
+    assert_eq!(claimed.claims[0].attempt, 1);
+    assert_eq!(&claimed.claims[0].payload[..], &ev.payload[..]);
+    let second = store.claim_due(&e.id, 1_000, 10, LEASE).await.unwrap();
+    assert!(second.claims.is_empty(), "a leased delivery is not handed out twice");
+}
+
+async fn nothing_is_claimed_before_it_is_due(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    store
+        .accept_event(&event(&m, None, 5_000), &[e.id.clone()])
+        .await
+        .unwrap();
+    let early = store.claim_due(&e.id, 4_999, 10, LEASE).await.unwrap();
+    assert!(early.claims.is_empty());
+    assert_eq!(early.next_due, Some(5_000));
+}
+
+async fn a_failed_attempt_is_rescheduled_then_succeeds(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    let ev = event(&m, None, 1_000);
+    store.accept_event(&ev, &[e.id.clone()]).await.unwrap();
+    let claim = store.claim_due(&e.id, 1_000, 1, LEASE).await.unwrap().claims.remove(0);
+    store
+        .complete_attempt(
+            &claim,
+            &attempt(&claim, AttemptOutcome::HttpError),
+            Disposition::RetryAt(2_000),
+        )
+        .await
+        .unwrap();
+
+    let d = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
+    assert_eq!(
+        (d.status, d.attempts, d.next_attempt_at, d.last_status_code),
+        (DeliveryStatus::Pending, 1, Some(2_000), Some(500))
+    );
+    assert!(store.claim_due(&e.id, 1_999, 1, LEASE).await.unwrap().claims.is_empty());
+
+    let retry = store.claim_due(&e.id, 2_000, 1, LEASE).await.unwrap().claims.remove(0);
+    assert_eq!(retry.attempt, 2);
+    store
+        .complete_attempt(
+            &retry,
+            &attempt(&retry, AttemptOutcome::Success),
+            Disposition::Succeeded,
+        )
+        .await
+        .unwrap();
+    let d = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
+    assert_eq!(
+        (d.status, d.attempts, d.next_attempt_at),
+        (DeliveryStatus::Succeeded, 2, None)
+    );
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+    let attempts = store
+        .list_attempts(&ev.id, PageRequest { after: None, limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(attempts.items.iter().map(|a| a.attempt).collect::<Vec<_>>(), [1, 2]);
+}
+
+async fn failed_deliveries_are_replayed_and_recovered(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    let ev = event(&m, None, EventId::generate().created_ms());
+    store.accept_event(&ev, &[e.id.clone()]).await.unwrap();
+    let claim = store
+        .claim_due(&e.id, ev.received_at, 1, LEASE)
+        .await
+        .unwrap()
+        .claims
+        .remove(0);
+    store
+        .complete_attempt(&claim, &attempt(&claim, AttemptOutcome::Timeout), Disposition::Failed)
+        .await
+        .unwrap();
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+
+    // A `since` after the event recovers nothing; one before it recovers the delivery.
+    let later = ev.received_at + 60_000;
+    assert_eq!(store.recover_endpoint(&m.id, &e.id, later, later).await.unwrap(), 0);
+    let now = ev.received_at + 1;
+    assert_eq!(
+        store
+            .recover_endpoint(&m.id, &e.id, ev.received_at - 1, now)
+            .await
+            .unwrap(),
+        1
+    );
+    let d = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
+    assert_eq!(
+        (d.status, d.attempts, d.next_attempt_at),
+        (DeliveryStatus::Pending, 0, Some(now))
+    );
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+
+    // Replaying a pending delivery moves it, it does not duplicate it.
+    let full = store.get_event(&m.id, &ev.id).await.unwrap().unwrap();
+    assert_eq!(store.replay_event(&full, &[e.id.clone()], now + 5).await.unwrap(), 1);
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+    let claims = store.claim_due(&e.id, now + 5, 10, LEASE).await.unwrap().claims;
+    assert_eq!(claims.len(), 1);
+}
+
+async fn an_attempt_that_outlived_a_replay_does_not_undo_it(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    let ev = event(&m, None, 1_000);
+    store.accept_event(&ev, &[e.id.clone()]).await.unwrap();
+    let claim = store.claim_due(&e.id, 1_000, 1, LEASE).await.unwrap().claims.remove(0);
+    let full = store.get_event(&m.id, &ev.id).await.unwrap().unwrap();
+    store.replay_event(&full, &[e.id.clone()], 1_500).await.unwrap();
+    store
+        .complete_attempt(
+            &claim,
+            &attempt(&claim, AttemptOutcome::Success),
+            Disposition::Succeeded,
+        )
+        .await
+        .unwrap();
+    let d = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Pending, Some(1_500)));
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+}
+
+async fn deleting_an_endpoint_fails_its_pending_deliveries(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    let ev = event(&m, None, 1_000);
+    store.accept_event(&ev, &[e.id.clone()]).await.unwrap();
+    assert!(store.delete_endpoint(&m.id, &e.id).await.unwrap());
+    assert!(!store.delete_endpoint(&m.id, &e.id).await.unwrap());
+    let d = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
+    assert_eq!(d.status, DeliveryStatus::Failed);
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+    assert!(store
+        .claim_due(&e.id, 10_000, 10, LEASE)
+        .await
+        .unwrap()
+        .claims
+        .is_empty());
+}
+
+async fn deleting_a_merchant_removes_what_hangs_off_it(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    let ev = event(&m, Some("k"), 1_000);
+    store.accept_event(&ev, &[e.id.clone()]).await.unwrap();
+    assert!(store.delete_merchant(&m.id).await.unwrap());
+    assert!(store.get_merchant(&m.id).await.unwrap().is_none());
+    assert!(store.get_event(&m.id, &ev.id).await.unwrap().is_none());
+    assert!(store.list_endpoints(&m.id).await.unwrap().is_empty());
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+    // The dedupe key went with it: the same provider id is new for a new merchant of that id.
+    store.create_merchant(&m).await.unwrap();
+    let again = store.accept_event(&event(&m, Some("k"), 2_000), &[]).await.unwrap();
+    assert!(matches!(again, AcceptOutcome::Accepted { .. }));
+}
+
+async fn events_list_newest_first_with_a_type_filter(store: &dyn Store) {
+    let (m, _) = seeded(store).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut ev = event(&m, None, 1_000 + i);
+        if i % 2 == 0 {
+            ev.event_type = Some("other".into());
+        }
+        store.accept_event(&ev, &[]).await.unwrap();
+        ids.push(ev.id);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let page = store
+        .list_events(&m.id, None, PageRequest { after: None, limit: 3 })
+        .await
+        .unwrap();
+    let got: Vec<_> = page.items.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(got, [ids[4].clone(), ids[3].clone(), ids[2].clone()]);
+    let rest = store
+        .list_events(
+            &m.id,
+            None,
+            PageRequest {
+                after: page.next,
+                limit: 3,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 2);
+    assert!(rest.next.is_none());
+    let others = store
+        .list_events(&m.id, Some("other"), PageRequest { after: None, limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(others.items.len(), 3);
+}
+
+async fn state_survives_reopening(dir: &std::path::Path) {
+    let ev_id;
+    let e_id;
+    {
+        let store = SledStore::open(dir, 8 << 20).await.unwrap();
+        let (m, e) = seeded(&store).await;
+        let ev = event(&m, None, 1_000);
+        store.accept_event(&ev, &[e.id.clone()]).await.unwrap();
+        // Claimed but never completed: the lease dies with the process.
+        store.claim_due(&e.id, 1_000, 1, LEASE).await.unwrap();
+        ev_id = ev.id;
+        e_id = e.id;
+    }
+    // sled releases its lock when the last handle drops; give its threads a moment.
+    let store = loop {
+        match SledStore::open(dir, 8 << 20).await {
+            Ok(store) => break store,
+            Err(StoreError::Locked(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(other) => panic!("{other}"),
+        }
+    };
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+    let claims = store.claim_due(&e_id, 1_000, 1, LEASE).await.unwrap().claims;
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].event_id, ev_id);
+}
+
+macro_rules! contract {
+    ($($check:ident),* $(,)?) => {
+        mod sled_backend {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let (store, _dir) = super::open_sled().await;
+                    super::$check(&*store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    merchants_are_unique_and_page_in_id_order,
+    the_endpoint_limit_holds,
+    an_accepted_event_is_claimable_once_and_deduplicated,
+    nothing_is_claimed_before_it_is_due,
+    a_failed_attempt_is_rescheduled_then_succeeds,
+    failed_deliveries_are_replayed_and_recovered,
+    an_attempt_that_outlived_a_replay_does_not_undo_it,
+    deleting_an_endpoint_fails_its_pending_deliveries,
+    deleting_a_merchant_removes_what_hangs_off_it,
+    events_list_newest_first_with_a_type_filter,
+);
+
+#[tokio::test]
+async fn sled_state_survives_reopening_and_leases_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    state_survives_reopening(dir.path()).await;
+}
