@@ -167,7 +167,11 @@ impl Application {
                 "attempts still running at the end of the grace period; they will be retried after restart"
             );
         }
-        self.store.sync().await.context("syncing the store at shutdown")?;
+        if !server.is_finished() {
+            // The server task owns the app factories and their store handles.
+            let _ = server.await;
+        }
+        self.store.close().await.context("closing the store at shutdown")?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -22,7 +22,8 @@ pub struct EventListQuery {
     #[param(rename = "type")]
     pub event_type: Option<String>,
     #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<u32>,
+    #[param(value_type = Option<u32>)]
+    pub limit: Option<String>,
     pub cursor: Option<String>,
 }
 
@@ -142,7 +143,7 @@ pub async fn list_events(
     query: web::Query<EventListQuery>,
     store: web::Data<dyn Store>,
 ) -> Result<HttpResponse, ApiError> {
-    let page_request = page_request(query.limit, query.cursor.as_deref())?;
+    let page_request = page_request(query.limit.as_deref(), query.cursor.as_deref())?;
     let merchant = find_merchant(&**store, &path).await?;
     let page = store
         .list_events(&merchant.id, query.event_type.as_deref(), page_request)

@@ -15,19 +15,23 @@ pub const MAX_LIMIT: u32 = 500;
 pub struct ListQuery {
     /// Items per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<u32>,
+    #[param(value_type = Option<u32>)]
+    pub limit: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
 impl ListQuery {
     pub fn page(&self) -> Result<PageRequest, ApiError> {
-        page_request(self.limit, self.cursor.as_deref())
+        page_request(self.limit.as_deref(), self.cursor.as_deref())
     }
 }
 
-pub fn page_request(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+pub fn page_request(limit: Option<&str>, cursor: Option<&str>) -> Result<PageRequest, ApiError> {
+    let limit = match limit {
+        None => DEFAULT_LIMIT,
+        Some(text) => text.parse().unwrap_or(0),
+    };
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request(
             "invalid_limit",

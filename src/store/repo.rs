@@ -155,6 +155,9 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_depth(&self) -> Result<u64, StoreError>;
     /// Makes everything written so far durable (used at shutdown).
     async fn sync(&self) -> Result<(), StoreError>;
+    /// Syncs, then releases what the backend holds beyond this handle (sled: the
+    /// commit thread and its database handle). Writes after this fail.
+    async fn close(&self) -> Result<(), StoreError>;
 
     /// A delivery, for tests and the admin API.
     async fn get_delivery(&self, event: &EventId, endpoint: &EndpointId) -> Result<Option<Delivery>, StoreError>;

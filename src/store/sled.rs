@@ -801,4 +801,13 @@ impl Store for SledStore {
     async fn sync(&self) -> Result<(), StoreError> {
         self.inner.durability.barrier().await
     }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.sync().await?;
+        self.run(|s| {
+            s.durability.close();
+            Ok(())
+        })
+        .await
+    }
 }

@@ -349,15 +349,10 @@ async fn state_survives_reopening(dir: &std::path::Path) {
         store.claim_due(&e.id, 1_000, 1, LEASE).await.unwrap();
         ev_id = ev.id;
         e_id = e.id;
+        store.close().await.unwrap();
     }
-    // sled releases its lock when the last handle drops; give its threads a moment.
-    let store = loop {
-        match SledStore::open(dir, 8 << 20).await {
-            Ok(store) => break store,
-            Err(StoreError::Locked(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(other) => panic!("{other}"),
-        }
-    };
+    // close() released the database: it opens again at once.
+    let store = SledStore::open(dir, 8 << 20).await.unwrap();
     assert_eq!(store.queue_depth().await.unwrap(), 1);
     let claims = store.claim_due(&e_id, 1_000, 1, LEASE).await.unwrap().claims;
     assert_eq!(claims.len(), 1);

@@ -9,7 +9,8 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
+use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
@@ -17,9 +18,11 @@ use crate::store::StoreError;
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
-/// Handle to the commit thread. Dropping every handle stops the thread.
+/// Handle to the commit thread.
 pub struct Durability {
-    requests: mpsc::Sender<Waiter>,
+    /// `None` once closed.
+    requests: Mutex<Option<mpsc::Sender<Waiter>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Durability {
@@ -33,7 +36,7 @@ impl Durability {
             blobs_dir: dir.join("blobs"),
             synced_blobs: HashSet::new(),
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("hookrelay-commit".into())
             .spawn(move || {
                 while let Ok(first) = queue.recv() {
@@ -49,19 +52,35 @@ impl Durability {
                     }
                 }
             })?;
-        Ok(Self { requests })
+        Ok(Self {
+            requests: Mutex::new(Some(requests)),
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     /// Returns once every write made before the call is on disk.
     pub async fn barrier(&self) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.requests
-            .send(done)
-            .map_err(|_| StoreError::backend("making writes durable", "commit thread stopped"))?;
+        let sent = match &*self.requests.lock().expect("commit channel poisoned") {
+            Some(requests) => requests.send(done).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(StoreError::backend("making writes durable", "the store is closed"));
+        }
         match wait.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(StoreError::backend("making writes durable", message)),
             Err(_) => Err(StoreError::backend("making writes durable", "commit thread stopped")),
+        }
+    }
+
+    /// Stops the thread after it has served every request made before, and waits
+    /// for it, so that its handle on the database is gone when this returns.
+    pub fn close(&self) {
+        drop(self.requests.lock().expect("commit channel poisoned").take());
+        if let Some(thread) = self.thread.lock().expect("commit thread poisoned").take() {
+            let _ = thread.join();
         }
     }
 }
