@@ -134,7 +134,7 @@ impl Settings {
             }
         }
         for (name, value) in env {
-            if !name.starts_with("HOOKRELAY_") {
+            if !name.starts_with("HOOKRELAY_") || is_service_link(name) {
                 continue;
             }
             let doc = SETTINGS
@@ -149,11 +149,7 @@ impl Settings {
     fn from_raw(raw: &BTreeMap<&'static str, String>) -> Result<Self, ConfigError> {
         let get = |name: &'static str| raw.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
 
-        let listen: SocketAddr = parse_or(
-            get("HOOKRELAY_LISTEN"),
-            "HOOKRELAY_LISTEN",
-            "127.0.0.1:8080".parse().unwrap(),
-        )?;
+        let listen = parse_listen(get("HOOKRELAY_LISTEN"))?;
         let data_dir = PathBuf::from(get("HOOKRELAY_DATA_DIR").unwrap_or("./data"));
         let public_url = match get("HOOKRELAY_PUBLIC_URL") {
             Some(value) => parse_public_url(value)?,
@@ -266,6 +262,33 @@ impl Settings {
     }
 }
 
+/// Kubernetes sets `<SERVICE>_PORT…` and `<SERVICE>_SERVICE_…` variables for a
+/// Service named `hookrelay`; they are not ours to refuse.
+fn is_service_link(name: &str) -> bool {
+    let rest = &name["HOOKRELAY_".len()..];
+    rest == "PORT" || rest.starts_with("PORT_") || rest.starts_with("SERVICE_HOST") || rest.starts_with("SERVICE_PORT")
+}
+
+/// `ip:port`, or `host:port` resolved once at start-up.
+fn parse_listen(value: Option<&str>) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs as _;
+    let Some(text) = value else {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], 8080)));
+    };
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            invalid(
+                "HOOKRELAY_LISTEN",
+                format!("{text:?} is not an address:port (e.g. 127.0.0.1:8080)"),
+            )
+        })
+}
+
 /// The TOML key of a setting: `HOOKRELAY_DATA_DIR` → `data_dir`.
 fn toml_key(env: &str) -> String {
     env.trim_start_matches("HOOKRELAY_").to_ascii_lowercase()
@@ -368,6 +391,26 @@ mod tests {
         assert!(err.to_string().contains("HOOKRELAY_DELIVERY_TIMEOUT_MS"), "{err}");
         let err = Settings::from_sources(None, &env(&[("HOOKRELAY_MAX_PAYLOAD_BYTES", "0")])).unwrap_err();
         assert!(err.to_string().contains("HOOKRELAY_MAX_PAYLOAD_BYTES"), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_not_unknown_settings() {
+        let s = Settings::from_sources(
+            None,
+            &env(&[
+                ("HOOKRELAY_PORT", "tcp://10.0.0.1:8080"),
+                ("HOOKRELAY_SERVICE_HOST", "10.0.0.1"),
+            ]),
+        );
+        assert!(s.is_ok());
+    }
+
+    #[test]
+    fn the_listen_address_may_name_a_host() {
+        let s = Settings::from_sources(None, &env(&[("HOOKRELAY_LISTEN", "localhost:9000")])).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        let err = Settings::from_sources(None, &env(&[("HOOKRELAY_LISTEN", "nowhere")])).unwrap_err();
+        assert!(err.to_string().contains("HOOKRELAY_LISTEN"));
     }
 
     #[test]

@@ -20,10 +20,15 @@ impl Readiness {
     }
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "the process serves")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, description = "store open, delivery workers running"),
+              (status = 503, description = "starting or shutting down", body = crate::admin::ErrorBody)))]
 pub async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
     if readiness.is_ready() {
         HttpResponse::Ok().json(json!({ "status": "ready" }))

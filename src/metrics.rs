@@ -122,6 +122,8 @@ impl Default for Metrics {
 }
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4", body = String)))]
 pub async fn serve_metrics(metrics: web::Data<Metrics>, store: web::Data<dyn Store>) -> HttpResponse {
     match store.queue_depth().await {
         Ok(depth) => metrics.queue_depth.set(depth as i64),

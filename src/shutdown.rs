@@ -3,12 +3,16 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `token` on the first SIGTERM or SIGINT.
+/// Cancels `token` on the first SIGTERM or SIGINT; a second one exits at once
+/// (deliveries cut off are retried after restart).
 pub fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
         let signal = wait_for_signal().await;
         tracing::info!(signal, "stop requested: finishing attempts under way");
         token.cancel();
+        let signal = wait_for_signal().await;
+        tracing::warn!(signal, "second stop signal: exiting without waiting");
+        std::process::exit(130);
     });
 }
 

@@ -81,6 +81,9 @@ impl Application {
         } else {
             settings.public_url.clone()
         };
+        if public_url.contains("://0.0.0.0") || public_url.contains("://[::]") {
+            tracing::warn!(%public_url, "HOOKRELAY_PUBLIC_URL is unset and the listener is on all interfaces: ingest_url will not be reachable by providers; set HOOKRELAY_PUBLIC_URL");
+        }
         let readiness = web::Data::new(Readiness::default());
         let app_config = web::Data::new(AppConfig {
             public_url,
@@ -95,7 +98,7 @@ impl Application {
         let server =
             HttpServer::new(move || {
                 App::new()
-                    .wrap(tracing_actix_web::TracingLogger::default())
+                    .wrap(tracing_actix_web::TracingLogger::<crate::telemetry::RedactedRootSpan>::new())
                     .app_data(store_data.clone())
                     .app_data(metrics_data.clone())
                     .app_data(dispatcher_data.clone())
@@ -147,8 +150,9 @@ impl Application {
         self.admin_token.expose()
     }
 
-    /// Serves until the stop token fires, then: readiness off, no new requests,
-    /// attempts under way finish within the grace period, the store is synced.
+    /// Serves until the stop token fires, then: readiness off and ingest refused with
+    /// 503 while attempts under way finish within the grace period; then the HTTP
+    /// server stops (requests under way complete) and the store is synced and closed.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let mut server = tokio::spawn(self.server);
@@ -160,7 +164,8 @@ impl Application {
             }
         }
         self.readiness.set(false);
-        let (_, drained) = tokio::join!(handle.stop(true), self.dispatcher.drain(self.grace));
+        let drained = self.dispatcher.drain(self.grace).await;
+        handle.stop(true).await;
         if !drained {
             tracing::warn!(
                 grace_ms = self.grace.as_millis() as u64,

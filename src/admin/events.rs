@@ -79,9 +79,9 @@ impl From<Delivery> for DeliveryView {
 pub struct EventDetail {
     #[serde(flatten)]
     pub summary: EventSummary,
-    /// The body as the provider sent it.
+    /// The body as the provider sent it, byte for byte.
     #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
+    pub payload: Box<serde_json::value::RawValue>,
     pub deliveries: Vec<DeliveryView>,
 }
 
@@ -160,7 +160,10 @@ pub async fn get_event(
 ) -> Result<HttpResponse, ApiError> {
     let (_, event) = find_event(&**store, &path.0, &path.1).await?;
     let deliveries = store.list_deliveries(&event.id).await?;
-    let payload = serde_json::from_slice(&event.payload).unwrap_or(serde_json::Value::Null);
+    // Ingest stored only bodies that parsed as JSON objects.
+    let text = String::from_utf8_lossy(&event.payload).into_owned();
+    let payload = serde_json::value::RawValue::from_string(text)
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("a stored payload is not JSON")))?;
     let detail = EventDetail {
         summary: EventSummary::from(&event),
         payload,

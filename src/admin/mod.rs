@@ -9,7 +9,7 @@ mod openapi;
 mod pagination;
 
 pub use auth::{require_admin, AdminAuth};
-pub use openapi::{openapi_json, ApiDoc};
+pub use openapi::{openapi_json, ApiDoc, ErrorBody, IngestAccepted};
 
 use actix_web::web;
 

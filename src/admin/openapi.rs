@@ -2,7 +2,7 @@
 
 use actix_web::HttpResponse;
 use serde::Serialize;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{endpoints, events, merchants};
@@ -20,6 +20,16 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// The answer to an accepted or duplicate ingest.
+#[derive(Serialize, ToSchema)]
+pub struct IngestAccepted {
+    pub event_id: String,
+    /// `queued` (202) or `duplicate` (200).
+    pub status: String,
+    /// Endpoints the event goes to (0 for a duplicate).
+    pub deliveries: usize,
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -29,6 +39,14 @@ impl Modify for BearerAuth {
             "admin_token",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        components.add_security_scheme(
+            "ingest_token",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("token"))),
+        );
+        components.add_security_scheme(
+            "ingest_bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -36,6 +54,10 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "hookrelay admin API", description = "Merchants, endpoints, events and deliveries of a hookrelay gateway."),
     paths(
+        crate::ingest::handler::ingest_event,
+        crate::health::healthz,
+        crate::health::readyz,
+        crate::metrics::serve_metrics,
         merchants::create_merchant,
         merchants::list_merchants,
         merchants::get_merchant,
@@ -52,7 +74,7 @@ impl Modify for BearerAuth {
         events::list_attempts,
         events::replay_event,
     ),
-    components(schemas(ErrorBody, ErrorDetail)),
+    components(schemas(ErrorBody, ErrorDetail, IngestAccepted)),
     modifiers(&BearerAuth),
     security(("admin_token" = [])),
 )]

@@ -40,6 +40,9 @@ struct Shared {
     stop: CancellationToken,
     /// Every worker task, so a stop can wait for them.
     tracker: TaskTracker,
+    /// The runtime workers run on. `wake` is called from HTTP handlers, which run on
+    /// actix's own per-thread runtimes; workers must not live (and die) there.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Dispatcher {
@@ -59,6 +62,7 @@ impl Dispatcher {
                 lease: attempt_timeout + LEASE_MARGIN,
                 stop,
                 tracker: TaskTracker::new(),
+                runtime: tokio::runtime::Handle::current(),
             }),
         }
     }
@@ -87,16 +91,20 @@ impl Dispatcher {
         workers.insert(endpoint.clone(), signal.clone());
         let shared = self.shared.clone();
         let (merchant, endpoint) = (merchant.clone(), endpoint.clone());
-        self.shared.tracker.spawn(async move {
-            shared.run_until_stopped(&merchant, &endpoint, &signal).await;
-            let mut workers = shared.workers.lock().expect("worker table poisoned");
-            if workers
-                .get(&endpoint)
-                .is_some_and(|current| Arc::ptr_eq(current, &signal))
-            {
-                workers.remove(&endpoint);
-            }
-        });
+        let runtime = self.shared.runtime.clone();
+        self.shared.tracker.spawn_on(
+            async move {
+                shared.run_until_stopped(&merchant, &endpoint, &signal).await;
+                let mut workers = shared.workers.lock().expect("worker table poisoned");
+                if workers
+                    .get(&endpoint)
+                    .is_some_and(|current| Arc::ptr_eq(current, &signal))
+                {
+                    workers.remove(&endpoint);
+                }
+            },
+            &runtime,
+        );
     }
 
     /// After the stop token fired: waits up to `grace` for attempts under way.

@@ -19,6 +19,14 @@ impl IdempotencyKey {
         Ok(Self(value.to_owned()))
     }
 
+    /// A key for a provider id longer than `MAX_LEN`: its SHA-256, in hex.
+    pub fn digest_of(value: &str) -> Self {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(value.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Self(format!("sha256:{hex}"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

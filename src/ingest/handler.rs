@@ -1,5 +1,6 @@
 //! The ingest handler.
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
@@ -7,12 +8,26 @@ use super::request::{parse_event, presented_token, read_body};
 use crate::dispatcher::Dispatcher;
 use crate::domain::{now_ms, Event, EventId, MerchantId};
 use crate::error::ApiError;
+use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::startup::AppConfig;
 use crate::store::{AcceptOutcome, Store};
 
 /// `POST /ingest/{merchant_id}`.
+#[utoipa::path(post, path = "/ingest/{merchant_id}", tag = "ingest",
+    params(("merchant_id" = String, Path), ("token" = Option<String>, Query, description = "the merchant's ingest token (or Authorization: Bearer)"),
+           ("Idempotency-Key" = Option<String>, Header, description = "the provider's event id; wins over a top-level string `id`")),
+    request_body(content = Object, description = "the event: one JSON object; its top-level `type` selects the endpoints"),
+    security(("ingest_token" = []), ("ingest_bearer" = [])),
+    responses((status = 202, description = "stored durably; deliveries queued", body = crate::admin::IngestAccepted),
+              (status = 200, description = "duplicate of an earlier event (same id); nothing new queued", body = crate::admin::IngestAccepted),
+              (status = 400, description = "invalid_json or invalid_idempotency_key", body = crate::admin::ErrorBody),
+              (status = 401, description = "missing or wrong token", body = crate::admin::ErrorBody),
+              (status = 404, description = "unknown merchant", body = crate::admin::ErrorBody),
+              (status = 413, description = "body over HOOKRELAY_MAX_PAYLOAD_BYTES", body = crate::admin::ErrorBody),
+              (status = 503, description = "the store could not make the event durable, or the gateway is stopping", body = crate::admin::ErrorBody)))]
 #[tracing::instrument(name = "ingest", skip_all, fields(merchant_id = %path.as_str(), event_id))]
+#[allow(clippy::too_many_arguments)] // one extractor per piece of app state
 pub async fn ingest_event(
     request: HttpRequest,
     path: web::Path<String>,
@@ -21,7 +36,16 @@ pub async fn ingest_event(
     dispatcher: web::Data<Dispatcher>,
     metrics: web::Data<Metrics>,
     config: web::Data<AppConfig>,
+    readiness: web::Data<Readiness>,
 ) -> Result<HttpResponse, ApiError> {
+    if !readiness.is_ready() {
+        metrics.count_ingest("rejected");
+        return Err(ApiError::client(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "this gateway is stopping; send the event again",
+        ));
+    }
     let result = accept(&request, &path, payload, &**store, &dispatcher, &config).await;
     match &result {
         Ok(AcceptOutcome::Accepted { event_id, .. }) => {

@@ -1,7 +1,7 @@
 //! `POST /ingest/{merchant_id}`: authenticate the provider, read and check the body,
 //! deduplicate, store the event with its deliveries durably, answer 202.
 
-mod handler;
+pub(crate) mod handler;
 mod request;
 
 pub use handler::ingest_event;

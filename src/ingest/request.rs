@@ -65,10 +65,15 @@ pub fn parse_event(body: &[u8], header_key: Option<&str>) -> Result<EventFields,
         return Err(ApiError::bad_request("invalid_json", "the body must be a JSON object"));
     };
     let event_type = object.get("type").and_then(|t| t.as_str()).map(str::to_owned);
-    let key = header_key.or_else(|| object.get("id").and_then(|id| id.as_str()));
-    let idempotency_key = key
-        .map(|key| IdempotencyKey::parse(key).map_err(|e| ApiError::bad_request("invalid_idempotency_key", e)))
-        .transpose()?;
+    let idempotency_key = match header_key {
+        Some(key) => Some(IdempotencyKey::parse(key).map_err(|e| ApiError::bad_request("invalid_idempotency_key", e))?),
+        // The provider's own id must never get its event refused: an empty one is
+        // no key, and one too long to store is keyed by its digest.
+        None => match object.get("id").and_then(|id| id.as_str()) {
+            Some("") | None => None,
+            Some(id) => Some(IdempotencyKey::parse(id).unwrap_or_else(|_| IdempotencyKey::digest_of(id))),
+        },
+    };
     Ok(EventFields {
         event_type,
         idempotency_key,
@@ -99,6 +104,20 @@ mod tests {
         for body in [&b"[]"[..], b"\"x\"", b"1", b"null", b"{", b"", b"{} {}"] {
             assert!(parse_event(body, None).is_err(), "{:?}", String::from_utf8_lossy(body));
         }
+    }
+
+    #[test]
+    fn an_empty_or_overlong_provider_id_never_refuses_the_event() {
+        assert_eq!(parse_event(br#"{"id": ""}"#, None).unwrap().idempotency_key, None);
+        let long = format!(r#"{{"id": "{}"}}"#, "x".repeat(1000));
+        let a = parse_event(long.as_bytes(), None).unwrap().idempotency_key.unwrap();
+        let b = parse_event(long.as_bytes(), None).unwrap().idempotency_key.unwrap();
+        assert_eq!(a, b);
+        assert!(a.as_str().len() <= IdempotencyKey::MAX_LEN);
+        assert!(
+            parse_event(b"{}", Some("")).is_err(),
+            "a bad header is the caller's to fix"
+        );
     }
 
     #[test]

@@ -69,7 +69,9 @@ async fn start(data_dir: Arc<TempDir>, overrides: Vec<(String, String)>) -> Test
     init_tracing();
     let settings = settings_for(&data_dir, &overrides);
     let stop = CancellationToken::new();
-    let app = Application::build(settings, stop.clone()).await.expect("the app builds");
+    let app = Application::build(settings, stop.clone())
+        .await
+        .expect("the app builds");
     let port = app.port();
     let admin_token = app.admin_token().to_owned();
     let task = tokio::spawn(app.run_until_stopped());
@@ -133,7 +135,9 @@ impl TestApp {
     /// Registers an endpoint and returns its JSON (with `id` and `secret`).
     pub async fn create_endpoint(&self, merchant: &str, url: &str, event_types: &[&str]) -> Value {
         let body = json!({ "url": url, "event_types": event_types });
-        let (status, body) = self.post(&format!("/api/v1/merchants/{merchant}/endpoints"), body).await;
+        let (status, body) = self
+            .post(&format!("/api/v1/merchants/{merchant}/endpoints"), body)
+            .await;
         assert_eq!(status, 201, "{body}");
         body
     }
@@ -141,14 +145,22 @@ impl TestApp {
     /// Sends an event the way a provider does (token in the query string).
     pub async fn ingest(&self, merchant: &Value, body: &str) -> (u16, Value) {
         let url = merchant["ingest_url"].as_str().expect("ingest_url");
-        let response = self.http.post(url).body(body.to_owned()).send().await.expect("ingest request");
+        let response = self
+            .http
+            .post(url)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("ingest request");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// The event's detail (with `deliveries`).
     pub async fn event(&self, merchant: &str, event_id: &str) -> Value {
-        let (status, body) = self.get(&format!("/api/v1/merchants/{merchant}/events/{event_id}")).await;
+        let (status, body) = self
+            .get(&format!("/api/v1/merchants/{merchant}/events/{event_id}"))
+            .await;
         assert_eq!(status, 200, "{body}");
         body
     }
@@ -162,14 +174,25 @@ impl TestApp {
             if deliveries.iter().all(|d| d["status"] == status) {
                 return event;
             }
-            assert!(Instant::now() < deadline, "deliveries never all became {status}: {event:#}");
+            assert!(
+                Instant::now() < deadline,
+                "deliveries never all became {status}: {event:#}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// The value of one metric series from `/metrics` (0 when absent).
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         text.lines()
             .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
             .map(|value| value.trim().parse().unwrap())
@@ -210,7 +233,10 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self { status, delay: Duration::ZERO }
+        Self {
+            status,
+            delay: Duration::ZERO,
+        }
     }
     pub fn after(delay: Duration, status: u16) -> Self {
         Self { status, delay }
@@ -225,6 +251,16 @@ pub struct Receiver {
     received: Arc<Mutex<Vec<Received>>>,
     behaviour: Arc<Mutex<Behaviour>>,
     server: actix_web::dev::ServerHandle,
+}
+
+impl Drop for Receiver {
+    /// Stops the server so a finished test leaves no listener behind.
+    fn drop(&mut self) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let server = self.server.clone();
+            runtime.spawn(async move { server.stop(false).await });
+        }
+    }
 }
 
 impl Receiver {
@@ -261,7 +297,8 @@ impl Receiver {
                     if !reply.delay.is_zero() {
                         tokio::time::sleep(reply.delay).await;
                     }
-                    HttpResponse::build(actix_web::http::StatusCode::from_u16(reply.status).unwrap()).body("receiver says hi")
+                    HttpResponse::build(actix_web::http::StatusCode::from_u16(reply.status).unwrap())
+                        .body("receiver says hi")
                 }
             }))
         })
@@ -273,7 +310,12 @@ impl Receiver {
         let server = server.run();
         let handle = server.handle();
         tokio::spawn(server);
-        Self { port, received, behaviour, server: handle }
+        Self {
+            port,
+            received,
+            behaviour,
+            server: handle,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -305,8 +347,138 @@ impl Receiver {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
 
-    pub async fn stop(&self) {
-        self.server.stop(false).await;
+/// Asserts an error answer: this status and `{"error": {"code": code, "message": <text>}}`.
+pub fn assert_error(status: u16, body: &Value, expected_status: u16, expected_code: &str, context: &str) {
+    assert_eq!(status, expected_status, "{context}: {body}");
+    assert_eq!(body["error"]["code"], expected_code, "{context}: {body}");
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(!message.is_empty(), "{context}: the error has no message: {body}");
+}
+
+impl TestApp {
+    /// Any request with a raw body and an optional `Authorization` header value
+    /// (e.g. `Some("Bearer x")`); answers the status and the JSON body (null if none).
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_owned());
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+/// A port on which nothing listens (bound once, then released): connections to it are refused.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().unwrap().port()
+}
+
+impl Receiver {
+    /// Like [`Receiver::answering`], but the n-th reply (0-based) also carries headers
+    /// (`Location`, `Retry-After`). `answer_with` has no effect on such a receiver.
+    pub async fn answering_with_headers(
+        behaviour: impl Fn(usize) -> (u16, Vec<(&'static str, String)>) + Send + Sync + 'static,
+    ) -> Self {
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let behaviour = Arc::new(behaviour);
+        let r = received.clone();
+        let server = HttpServer::new(move || {
+            let (r, b) = (r.clone(), behaviour.clone());
+            App::new().default_service(web::to(move |request: HttpRequest, body: web::Bytes| {
+                let (r, b) = (r.clone(), b.clone());
+                async move {
+                    let (status, headers) = {
+                        let mut received = r.lock().unwrap();
+                        let n = received.len();
+                        received.push(Received {
+                            path: request.uri().to_string(),
+                            headers: request
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                                .collect(),
+                            body: body.to_vec(),
+                            at: Instant::now(),
+                        });
+                        b(n)
+                    };
+                    let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+                    for (name, value) in headers {
+                        response.insert_header((name, value));
+                    }
+                    response.body("receiver says hi")
+                }
+            }))
+        })
+        .workers(2)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        let ignored: Behaviour = Arc::new(|_| Reply::status(200));
+        Self {
+            port,
+            received,
+            behaviour: Arc::new(Mutex::new(ignored)),
+            server: handle,
+        }
+    }
+}
+
+impl TestApp {
+    /// Polls until the event's delivery to `endpoint_id` has `status`, and returns that delivery.
+    pub async fn wait_for_delivery(
+        &self,
+        merchant: &str,
+        event_id: &str,
+        endpoint_id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let event = self.event(merchant, event_id).await;
+            let delivery = event["deliveries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["endpoint_id"] == endpoint_id);
+            if let Some(delivery) = delivery.filter(|d| d["status"] == status) {
+                return delivery.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "delivery to {endpoint_id} never became {status}: {event:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every attempt made for the event, oldest first.
+    pub async fn attempts(&self, merchant: &str, event_id: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get(&format!(
+                "/api/v1/merchants/{merchant}/events/{event_id}/attempts?limit=500"
+            ))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"].as_array().expect("attempts data").clone()
     }
 }

@@ -131,7 +131,7 @@ async fn an_accepted_event_is_claimable_once_and_deduplicated(store: &dyn Store)
         }
     );
     let again = store
-        .accept_event(&event(&m, Some("provider-1"), 1_001), &[e.id.clone()])
+        .accept_event(&event(&m, Some("provider-1"), 1_001), std::slice::from_ref(&e.id))
         .await
         .unwrap();
     assert_eq!(
@@ -153,7 +153,7 @@ async fn an_accepted_event_is_claimable_once_and_deduplicated(store: &dyn Store)
 async fn nothing_is_claimed_before_it_is_due(store: &dyn Store) {
     let (m, e) = seeded(store).await;
     store
-        .accept_event(&event(&m, None, 5_000), &[e.id.clone()])
+        .accept_event(&event(&m, None, 5_000), std::slice::from_ref(&e.id))
         .await
         .unwrap();
     let early = store.claim_due(&e.id, 4_999, 10, LEASE).await.unwrap();
@@ -164,7 +164,7 @@ async fn nothing_is_claimed_before_it_is_due(store: &dyn Store) {
 async fn a_failed_attempt_is_rescheduled_then_succeeds(store: &dyn Store) {
     let (m, e) = seeded(store).await;
     let ev = event(&m, None, 1_000);
-    store.accept_event(&ev, &[e.id.clone()]).await.unwrap();
+    store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
     let claim = store.claim_due(&e.id, 1_000, 1, LEASE).await.unwrap().claims.remove(0);
     store
         .complete_attempt(
@@ -208,7 +208,7 @@ async fn a_failed_attempt_is_rescheduled_then_succeeds(store: &dyn Store) {
 async fn failed_deliveries_are_replayed_and_recovered(store: &dyn Store) {
     let (m, e) = seeded(store).await;
     let ev = event(&m, None, EventId::generate().created_ms());
-    store.accept_event(&ev, &[e.id.clone()]).await.unwrap();
+    store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
     let claim = store
         .claim_due(&e.id, ev.received_at, 1, LEASE)
         .await
@@ -241,7 +241,13 @@ async fn failed_deliveries_are_replayed_and_recovered(store: &dyn Store) {
 
     // Replaying a pending delivery moves it, it does not duplicate it.
     let full = store.get_event(&m.id, &ev.id).await.unwrap().unwrap();
-    assert_eq!(store.replay_event(&full, &[e.id.clone()], now + 5).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .replay_event(&full, std::slice::from_ref(&e.id), now + 5)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(store.queue_depth().await.unwrap(), 1);
     let claims = store.claim_due(&e.id, now + 5, 10, LEASE).await.unwrap().claims;
     assert_eq!(claims.len(), 1);
@@ -250,10 +256,13 @@ async fn failed_deliveries_are_replayed_and_recovered(store: &dyn Store) {
 async fn an_attempt_that_outlived_a_replay_does_not_undo_it(store: &dyn Store) {
     let (m, e) = seeded(store).await;
     let ev = event(&m, None, 1_000);
-    store.accept_event(&ev, &[e.id.clone()]).await.unwrap();
+    store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
     let claim = store.claim_due(&e.id, 1_000, 1, LEASE).await.unwrap().claims.remove(0);
     let full = store.get_event(&m.id, &ev.id).await.unwrap().unwrap();
-    store.replay_event(&full, &[e.id.clone()], 1_500).await.unwrap();
+    store
+        .replay_event(&full, std::slice::from_ref(&e.id), 1_500)
+        .await
+        .unwrap();
     store
         .complete_attempt(
             &claim,
@@ -270,7 +279,7 @@ async fn an_attempt_that_outlived_a_replay_does_not_undo_it(store: &dyn Store) {
 async fn deleting_an_endpoint_fails_its_pending_deliveries(store: &dyn Store) {
     let (m, e) = seeded(store).await;
     let ev = event(&m, None, 1_000);
-    store.accept_event(&ev, &[e.id.clone()]).await.unwrap();
+    store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
     assert!(store.delete_endpoint(&m.id, &e.id).await.unwrap());
     assert!(!store.delete_endpoint(&m.id, &e.id).await.unwrap());
     let d = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
@@ -287,7 +296,7 @@ async fn deleting_an_endpoint_fails_its_pending_deliveries(store: &dyn Store) {
 async fn deleting_a_merchant_removes_what_hangs_off_it(store: &dyn Store) {
     let (m, e) = seeded(store).await;
     let ev = event(&m, Some("k"), 1_000);
-    store.accept_event(&ev, &[e.id.clone()]).await.unwrap();
+    store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
     assert!(store.delete_merchant(&m.id).await.unwrap());
     assert!(store.get_merchant(&m.id).await.unwrap().is_none());
     assert!(store.get_event(&m.id, &ev.id).await.unwrap().is_none());
@@ -344,7 +353,7 @@ async fn state_survives_reopening(dir: &std::path::Path) {
         let store = SledStore::open(dir, 8 << 20).await.unwrap();
         let (m, e) = seeded(&store).await;
         let ev = event(&m, None, 1_000);
-        store.accept_event(&ev, &[e.id.clone()]).await.unwrap();
+        store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
         // Claimed but never completed: the lease dies with the process.
         store.claim_due(&e.id, 1_000, 1, LEASE).await.unwrap();
         ev_id = ev.id;

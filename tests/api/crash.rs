@@ -1,0 +1,239 @@
+//! SIGKILL in the middle of an ingest stream: every acknowledged event still reaches
+//! every endpoint it matched, once the process is back on the same data directory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng as _;
+use serde_json::json;
+
+use crate::helpers::{Received, Receiver};
+use crate::process::{Gateway, GatewayProcess};
+
+const SENDERS: usize = 4;
+const KILLS: usize = 3;
+
+/// The event types sent, in turn; `None` sends no `type`.
+const TYPES: [Option<&str>; 4] = [Some("order.created"), Some("order.paid"), Some("order.refunded"), None];
+
+/// What the senders saw.
+#[derive(Default)]
+struct Ledger {
+    /// Provider event id → (event_id answered, type) for every 2xx.
+    acked: BTreeMap<String, (String, Option<&'static str>)>,
+    /// Provider event ids whose request got no answer (the process died under it).
+    unanswered: Vec<String>,
+    /// Answers that were neither 202 nor a transport error.
+    unexpected: Vec<String>,
+}
+
+/// How many of the three endpoints an event of this type matches.
+fn matched_endpoints(kind: Option<&str>) -> u64 {
+    match kind {
+        Some("order.created") | Some("order.paid") => 2,
+        _ => 1,
+    }
+}
+
+/// Sends new events one after another until the process stops answering or `stop` is set.
+async fn send_until_cut(
+    process: Arc<GatewayProcess>,
+    ingest_url: String,
+    cycle: usize,
+    sender: usize,
+    ledger: Arc<Mutex<Ledger>>,
+    stop: Arc<AtomicBool>,
+) {
+    for n in 0..5_000 {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let id = format!("c{cycle}-s{sender}-{n}");
+        let kind = TYPES[(n + sender) % TYPES.len()];
+        let mut body = json!({ "id": id, "data": { "n": n, "pad": "x".repeat(200) } });
+        if let Some(kind) = kind {
+            body["type"] = json!(kind);
+        }
+        match process.ingest(&ingest_url, &body).await {
+            Ok((202, answer)) => {
+                let mut ledger = ledger.lock().unwrap();
+                if answer["deliveries"] != matched_endpoints(kind) {
+                    ledger.unexpected.push(format!("{id} ({kind:?}) got {answer}"));
+                }
+                let event_id = answer["event_id"].as_str().unwrap_or_default().to_owned();
+                ledger.acked.insert(id, (event_id, kind));
+            }
+            Ok((status, answer)) => {
+                ledger
+                    .lock()
+                    .unwrap()
+                    .unexpected
+                    .push(format!("{id}: {status} {answer}"));
+                return;
+            }
+            Err(_) => {
+                ledger.lock().unwrap().unanswered.push(id);
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_event_reaches_every_matched_endpoint_across_sigkills() {
+    let created = Receiver::start().await;
+    let paid = Receiver::start().await;
+    let everything = Receiver::start().await;
+    let gateway = Gateway::new();
+    let mut process = gateway.start().await;
+    let merchant = process.create_merchant("m1").await;
+    process
+        .create_endpoint("m1", &created.url("/created"), &["order.created"])
+        .await;
+    process.create_endpoint("m1", &paid.url("/paid"), &["order.paid"]).await;
+    process.create_endpoint("m1", &everything.url("/all"), &[]).await;
+    let ingest_url = merchant["ingest_url"].as_str().unwrap().to_owned();
+
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    for cycle in 0..KILLS {
+        let shared = Arc::new(process);
+        let stop = Arc::new(AtomicBool::new(false));
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|sender| {
+                let (p, url, l, s) = (shared.clone(), ingest_url.clone(), ledger.clone(), stop.clone());
+                tokio::spawn(send_until_cut(p, url, cycle, sender, l, s))
+            })
+            .collect();
+        // Kill at a random-ish point: after this many more acknowledgements.
+        let target = ledger.lock().unwrap().acked.len() + rand::rng().random_range(60..140);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ledger.lock().unwrap().acked.len() < target {
+            assert!(Instant::now() < deadline, "the senders stalled before the kill");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        shared.sigkill();
+        stop.store(true, Ordering::SeqCst);
+        for sender in senders {
+            sender.await.unwrap();
+        }
+        let mut killed = Arc::try_unwrap(shared).unwrap_or_else(|_| panic!("a sender kept the process"));
+        killed.expect_exit(Duration::from_secs(10)).await;
+        process = gateway.start().await;
+    }
+
+    let ledger = Arc::try_unwrap(ledger).ok().unwrap().into_inner().unwrap();
+    assert!(
+        ledger.unexpected.is_empty(),
+        "unexpected answers: {:#?}",
+        ledger.unexpected
+    );
+    let required = |filter: Option<&str>| -> BTreeMap<String, String> {
+        ledger
+            .acked
+            .iter()
+            .filter(|(_, (_, kind))| filter.is_none() || *kind == filter)
+            .map(|(id, (event_id, _))| (id.clone(), event_id.clone()))
+            .collect()
+    };
+    let receivers = [
+        ("order.created", &created, required(Some("order.created"))),
+        ("order.paid", &paid, required(Some("order.paid"))),
+        ("unfiltered", &everything, required(None)),
+    ];
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (name, receiver, required) in &receivers {
+        loop {
+            let seen: BTreeSet<String> = receiver.received().iter().map(body_id).collect();
+            let missing: Vec<_> = required.keys().filter(|id| !seen.contains(*id)).collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: {} acknowledged events never arrived, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(10)]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // One webhook-id per provider event, on every receiver and every copy; for an
+    // acknowledged event it is the event_id of the 202.
+    let mut webhook_ids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut duplicates = 0;
+    for (name, receiver, _) in &receivers {
+        let got = receiver.received();
+        let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+        for request in &got {
+            let id = body_id(request);
+            let kind = request.json()["type"].as_str().map(str::to_owned);
+            if *name != "unfiltered" {
+                assert_eq!(
+                    kind.as_deref(),
+                    Some(*name),
+                    "{name} got an event of another type: {id}"
+                );
+            }
+            webhook_ids
+                .entry(id)
+                .or_default()
+                .insert(request.header("webhook-id").to_owned());
+            *copies.entry(request.header("webhook-id").to_owned()).or_default() += 1;
+        }
+        let extra: usize = copies.values().map(|n| n - 1).sum();
+        println!(
+            "{name}: {} requests, {} events, {extra} duplicates",
+            got.len(),
+            copies.len()
+        );
+        duplicates += extra;
+    }
+    for (id, ids) in &webhook_ids {
+        assert_eq!(ids.len(), 1, "{id} arrived under several webhook-ids: {ids:?}");
+        if let Some((event_id, _)) = ledger.acked.get(id) {
+            assert_eq!(
+                ids.first(),
+                Some(event_id),
+                "{id}: webhook-id is not the acknowledged event_id"
+            );
+        }
+    }
+
+    // Events the process died under may or may not have been stored; count what became of them.
+    let mut delivered_unacked = 0;
+    let mut delivered_then_forgotten = Vec::new();
+    for id in &ledger.unanswered {
+        let Some(ids) = webhook_ids.get(id) else { continue };
+        delivered_unacked += 1;
+        let event_id = ids.first().unwrap();
+        let (status, _) = process
+            .admin(
+                reqwest::Method::GET,
+                &format!("/api/v1/merchants/m1/events/{event_id}"),
+                None,
+            )
+            .await;
+        if status == 404 {
+            delivered_then_forgotten.push(id.clone());
+        }
+    }
+    println!(
+        "{} events acknowledged, {} unanswered at the kills ({delivered_unacked} of those delivered anyway, \
+         {} delivered but not stored), {duplicates} duplicate deliveries in all",
+        ledger.acked.len(),
+        ledger.unanswered.len(),
+        delivered_then_forgotten.len()
+    );
+
+    process.terminate();
+    let status = process.expect_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", process.stderr());
+}
+
+fn body_id(request: &Received) -> String {
+    request.json()["id"].as_str().unwrap_or_default().to_owned()
+}
