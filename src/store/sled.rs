@@ -11,7 +11,7 @@
 mod durability;
 mod keys;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +53,9 @@ struct Inner {
     durability: Durability,
     /// Queue keys claimed by a worker of this process → lease deadline (ms).
     leases: Mutex<HashMap<Vec<u8>, UnixMillis>>,
+    /// Queue keys of accepted events whose write is not yet fsync'd. Claims skip
+    /// them: an event must not be delivered before a crash could no longer undo it.
+    unsynced: Mutex<HashSet<Vec<u8>>>,
     /// Pending deliveries; counted at open, then kept up to date by every transition.
     depth: AtomicI64,
     /// Serialises endpoint creation so the per-merchant limit cannot be overrun.
@@ -97,6 +100,7 @@ impl SledStore {
             attempts: tree("attempts")?,
             durability,
             leases: Mutex::new(HashMap::new()),
+            unsynced: Mutex::new(HashSet::new()),
             depth: AtomicI64::new(0),
             endpoint_writes: Mutex::new(()),
             db,
@@ -126,6 +130,65 @@ impl SledStore {
         let value = self.run(work).await?;
         self.inner.durability.barrier().await?;
         Ok(value)
+    }
+
+    /// The atomic write of an event and its deliveries, then the durability barrier.
+    async fn accept_event_durably(&self, event: &Event, endpoints: &[EndpointId]) -> Result<AcceptOutcome, StoreError> {
+        let event = event.clone();
+        let endpoints = endpoints.to_vec();
+        self.write(move |s| {
+            let event_key = keys::merchant_child(&event.merchant_id, event.id.as_str());
+            let dedupe_key = event
+                .idempotency_key
+                .as_ref()
+                .map(|key| keys::merchant_child(&event.merchant_id, key.as_str()));
+            let event_record = encode(&event);
+            let deliveries: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = endpoints
+                .iter()
+                .map(|endpoint| {
+                    let delivery = Delivery::new(
+                        event.id.clone(),
+                        endpoint.clone(),
+                        event.merchant_id.clone(),
+                        event.received_at,
+                    );
+                    (
+                        keys::delivery(&event.id, endpoint),
+                        encode(&delivery),
+                        keys::queue(endpoint, event.received_at, &event.id),
+                    )
+                })
+                .collect();
+            let trees = (&s.events, &s.payloads, &s.dedupe, &s.deliveries, &s.queue);
+            let outcome = trees
+                .transaction(|(events, payloads, dedupe, delivery_tree, queue)| {
+                    if let Some(key) = &dedupe_key {
+                        if let Some(first) = dedupe.get(key)? {
+                            let first = String::from_utf8_lossy(&first).into_owned();
+                            let event_id = EventId::parse(&first)
+                                .map_err(|e| abort(StoreError::backend("reading a dedupe key", e)))?;
+                            return Ok(AcceptOutcome::Duplicate { event_id });
+                        }
+                        dedupe.insert(key.as_slice(), event.id.as_str().as_bytes())?;
+                    }
+                    events.insert(event_key.as_slice(), event_record.as_slice())?;
+                    payloads.insert(event.id.as_str().as_bytes(), &event.payload[..])?;
+                    for (delivery_key, delivery, queue_key) in &deliveries {
+                        delivery_tree.insert(delivery_key.as_slice(), delivery.as_slice())?;
+                        queue.insert(queue_key.as_slice(), event.merchant_id.as_str().as_bytes())?;
+                    }
+                    Ok(AcceptOutcome::Accepted {
+                        event_id: event.id.clone(),
+                        deliveries: deliveries.len(),
+                    })
+                })
+                .map_err(tx_err::<StoreError>("storing an event"))?;
+            if let AcceptOutcome::Accepted { deliveries, .. } = &outcome {
+                s.depth.fetch_add(*deliveries as i64, Ordering::Relaxed);
+            }
+            Ok(outcome)
+        })
+        .await
     }
 }
 
@@ -459,61 +522,21 @@ impl Store for SledStore {
     }
 
     async fn accept_event(&self, event: &Event, endpoints: &[EndpointId]) -> Result<AcceptOutcome, StoreError> {
-        let event = event.clone();
-        let endpoints = endpoints.to_vec();
-        self.write(move |s| {
-            let event_key = keys::merchant_child(&event.merchant_id, event.id.as_str());
-            let dedupe_key = event
-                .idempotency_key
-                .as_ref()
-                .map(|key| keys::merchant_child(&event.merchant_id, key.as_str()));
-            let event_record = encode(&event);
-            let deliveries: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = endpoints
-                .iter()
-                .map(|endpoint| {
-                    let delivery = Delivery::new(
-                        event.id.clone(),
-                        endpoint.clone(),
-                        event.merchant_id.clone(),
-                        event.received_at,
-                    );
-                    (
-                        keys::delivery(&event.id, endpoint),
-                        encode(&delivery),
-                        keys::queue(endpoint, event.received_at, &event.id),
-                    )
-                })
-                .collect();
-            let trees = (&s.events, &s.payloads, &s.dedupe, &s.deliveries, &s.queue);
-            let outcome = trees
-                .transaction(|(events, payloads, dedupe, delivery_tree, queue)| {
-                    if let Some(key) = &dedupe_key {
-                        if let Some(first) = dedupe.get(key)? {
-                            let first = String::from_utf8_lossy(&first).into_owned();
-                            let event_id = EventId::parse(&first)
-                                .map_err(|e| abort(StoreError::backend("reading a dedupe key", e)))?;
-                            return Ok(AcceptOutcome::Duplicate { event_id });
-                        }
-                        dedupe.insert(key.as_slice(), event.id.as_str().as_bytes())?;
-                    }
-                    events.insert(event_key.as_slice(), event_record.as_slice())?;
-                    payloads.insert(event.id.as_str().as_bytes(), &event.payload[..])?;
-                    for (delivery_key, delivery, queue_key) in &deliveries {
-                        delivery_tree.insert(delivery_key.as_slice(), delivery.as_slice())?;
-                        queue.insert(queue_key.as_slice(), event.merchant_id.as_str().as_bytes())?;
-                    }
-                    Ok(AcceptOutcome::Accepted {
-                        event_id: event.id.clone(),
-                        deliveries: deliveries.len(),
-                    })
-                })
-                .map_err(tx_err::<StoreError>("storing an event"))?;
-            if let AcceptOutcome::Accepted { deliveries, .. } = &outcome {
-                s.depth.fetch_add(*deliveries as i64, Ordering::Relaxed);
-            }
-            Ok(outcome)
-        })
-        .await
+        let queue_keys: Vec<Vec<u8>> = endpoints
+            .iter()
+            .map(|endpoint| keys::queue(endpoint, event.received_at, &event.id))
+            .collect();
+        self.inner
+            .unsynced
+            .lock()
+            .expect("unsynced set poisoned")
+            .extend(queue_keys.iter().cloned());
+        let result = self.accept_event_durably(event, endpoints).await;
+        let mut unsynced = self.inner.unsynced.lock().expect("unsynced set poisoned");
+        for key in &queue_keys {
+            unsynced.remove(key);
+        }
+        result
     }
 
     async fn list_events(
@@ -691,10 +714,11 @@ impl Store for SledStore {
         let lease_until = now.saturating_add(lease.as_millis() as i64);
         self.run(move |s| {
             let mut leases = s.leases.lock().expect("lease table poisoned");
+            let unsynced = s.unsynced.lock().expect("unsynced set poisoned");
             let mut claimed = Claimed::default();
             for entry in s.queue.scan_prefix(endpoint.as_str()) {
                 let (key, merchant) = entry.map_err(sled_err("scanning the queue"))?;
-                if leases.get(&*key).is_some_and(|until| *until > now) {
+                if leases.get(&*key).is_some_and(|until| *until > now) || unsynced.contains(&*key) {
                     continue;
                 }
                 let Some((due, event)) = keys::parse_queue(&key) else {
