@@ -34,6 +34,10 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc { env: "HOOKRELAY_ENDPOINT_CONCURRENCY", default: "16", help: "attempts in flight at once to one endpoint" },
     SettingDoc { env: "HOOKRELAY_DELIVERY_CONCURRENCY", default: "512", help: "attempts in flight at once in all" },
     SettingDoc { env: "HOOKRELAY_SHUTDOWN_GRACE_MS", default: "30000", help: "how long a stop waits for attempts under way" },
+    SettingDoc { env: "HOOKRELAY_RETENTION_HOURS", default: "168", help: "delivered events (every delivery succeeded or failed), their attempts and dedupe keys older than this are purged; fractions allowed" },
+    SettingDoc { env: "HOOKRELAY_PURGE_INTERVAL_MS", default: "60000", help: "how often the retention purge runs" },
+    SettingDoc { env: "HOOKRELAY_MIN_FREE_DISK_BYTES", default: "67108864", help: "ingest answers 503 insufficient_storage while the data directory's filesystem has less free space (0: off)" },
+    SettingDoc { env: "HOOKRELAY_INGEST_READ_TIMEOUT_MS", default: "10000", help: "a request's headers, and an ingest body, must arrive within this (slow clients are cut off)" },
     SettingDoc { env: "HOOKRELAY_SLED_CACHE_BYTES", default: "67108864", help: "page cache of the sled store (sled's own default is 1 GiB)" },
     SettingDoc { env: "HOOKRELAY_LOG", default: "info", help: "log filter (tracing EnvFilter syntax, e.g. hookrelay=debug)" },
     SettingDoc { env: "HOOKRELAY_LOG_FORMAT", default: "text", help: "log format: text or json" },
@@ -96,6 +100,12 @@ pub struct Settings {
     pub endpoint_concurrency: usize,
     pub delivery_concurrency: usize,
     pub shutdown_grace: Duration,
+    /// Age after which finished events are purged.
+    pub retention: Duration,
+    pub purge_interval: Duration,
+    /// Ingest refuses below this much free space in the data directory (0: never).
+    pub min_free_disk_bytes: u64,
+    pub ingest_read_timeout: Duration,
     pub log_filter: String,
     pub log_format: LogFormat,
 }
@@ -222,6 +232,22 @@ impl Settings {
                 "HOOKRELAY_SHUTDOWN_GRACE_MS",
                 30_000,
             )?),
+            retention: parse_hours(get("HOOKRELAY_RETENTION_HOURS"), "HOOKRELAY_RETENTION_HOURS", 168.0)?,
+            purge_interval: millis(
+                get("HOOKRELAY_PURGE_INTERVAL_MS"),
+                "HOOKRELAY_PURGE_INTERVAL_MS",
+                60_000,
+            )?,
+            min_free_disk_bytes: parse_or(
+                get("HOOKRELAY_MIN_FREE_DISK_BYTES"),
+                "HOOKRELAY_MIN_FREE_DISK_BYTES",
+                64 << 20,
+            )?,
+            ingest_read_timeout: millis(
+                get("HOOKRELAY_INGEST_READ_TIMEOUT_MS"),
+                "HOOKRELAY_INGEST_READ_TIMEOUT_MS",
+                10_000,
+            )?,
             log_filter: get("HOOKRELAY_LOG").unwrap_or("info").to_owned(),
             log_format: match get("HOOKRELAY_LOG_FORMAT").unwrap_or("text") {
                 "text" => LogFormat::Text,
@@ -352,6 +378,15 @@ where
     Ok(parsed)
 }
 
+/// Hours as a positive number, fractions allowed (`0.5` is 30 minutes).
+fn parse_hours(value: Option<&str>, name: &'static str, default: f64) -> Result<Duration, ConfigError> {
+    let hours: f64 = parse_or(value, name, default)?;
+    if !hours.is_finite() || hours <= 0.0 || hours > 24.0 * 365.0 * 100.0 {
+        return Err(invalid(name, "must be a positive number of hours"));
+    }
+    Ok(Duration::from_secs_f64(hours * 3600.0))
+}
+
 fn millis(value: Option<&str>, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
     parse_positive(value, name, default).map(Duration::from_millis)
 }
@@ -411,6 +446,20 @@ mod tests {
         assert_eq!(s.listen.port(), 9000);
         let err = Settings::from_sources(None, &env(&[("HOOKRELAY_LISTEN", "nowhere")])).unwrap_err();
         assert!(err.to_string().contains("HOOKRELAY_LISTEN"));
+    }
+
+    #[test]
+    fn retention_takes_fractional_hours() {
+        let s = Settings::from_sources(None, &env(&[("HOOKRELAY_RETENTION_HOURS", "0.5")])).unwrap();
+        assert_eq!(s.retention, Duration::from_secs(1800));
+        let default = Settings::from_sources(None, &env(&[])).unwrap();
+        assert_eq!(default.retention, Duration::from_secs(168 * 3600));
+        for bad in ["0", "-1", "x", "NaN"] {
+            assert!(
+                Settings::from_sources(None, &env(&[("HOOKRELAY_RETENTION_HOURS", bad)])).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

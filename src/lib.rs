@@ -34,6 +34,7 @@ pub mod extract;
 pub mod health;
 pub mod ingest;
 pub mod metrics;
+pub mod retention;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

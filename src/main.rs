@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         eprintln!("hookrelay: {error:#}");
         return ExitCode::from(2);
     }
+    hookrelay::telemetry::report_panics_briefly();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings),
     };

@@ -21,6 +21,8 @@ pub struct Metrics {
     /// Set from the store on every scrape.
     pub queue_depth: IntGauge,
     pub in_flight: IntGauge,
+    /// Finished events removed by retention.
+    pub events_purged: IntCounter,
 }
 
 impl Metrics {
@@ -65,6 +67,8 @@ impl Metrics {
         .expect("valid metric");
         let in_flight =
             IntGauge::new("hookrelay_deliveries_in_flight", "Delivery attempts under way").expect("valid metric");
+        let events_purged = IntCounter::new("hookrelay_events_purged_total", "Finished events removed by retention")
+            .expect("valid metric");
 
         for collector in [
             Box::new(events_ingested.clone()) as Box<dyn prometheus::core::Collector>,
@@ -74,6 +78,7 @@ impl Metrics {
             Box::new(delivery_lag.clone()),
             Box::new(queue_depth.clone()),
             Box::new(in_flight.clone()),
+            Box::new(events_purged.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -98,6 +103,7 @@ impl Metrics {
             delivery_lag,
             queue_depth,
             in_flight,
+            events_purged,
         }
     }
 

@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::health::{self, Readiness};
 use crate::ingest;
 use crate::metrics::{self, Metrics};
-use crate::store::{self, Store};
+use crate::store::{self, DiskGuard, Store};
 
 /// Largest admin request body.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
@@ -33,12 +33,18 @@ pub struct AppConfig {
     pub public_url: String,
     pub max_payload_bytes: usize,
     pub max_endpoints_per_merchant: usize,
+    /// An ingest body must arrive within this.
+    pub ingest_read_timeout: Duration,
+    /// Free-space watermark of the data directory.
+    pub disk: DiskGuard,
 }
 
 pub struct Application {
     port: u16,
     server: Server,
     dispatcher: Dispatcher,
+    /// The retention loop; it holds a store handle until it ends.
+    retention: tokio::task::JoinHandle<()>,
     store: Arc<dyn Store>,
     readiness: web::Data<Readiness>,
     admin_token: Secret,
@@ -71,6 +77,13 @@ impl Application {
             stop.clone(),
         );
         dispatcher.start().await.context("starting the delivery workers")?;
+        let retention = tokio::spawn(crate::retention::run_until_stopped(
+            store.clone(),
+            metrics.clone(),
+            settings.retention,
+            settings.purge_interval,
+            stop.clone(),
+        ));
 
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("binding HOOKRELAY_LISTEN={}", settings.listen))?;
@@ -89,6 +102,8 @@ impl Application {
             public_url,
             max_payload_bytes: settings.max_payload_bytes,
             max_endpoints_per_merchant: settings.max_endpoints_per_merchant,
+            ingest_read_timeout: settings.ingest_read_timeout,
+            disk: DiskGuard::new(settings.data_dir.clone(), settings.min_free_disk_bytes),
         });
         let store_data: web::Data<dyn Store> = web::Data::from(store.clone());
         let metrics_data = web::Data::from(metrics);
@@ -125,6 +140,7 @@ impl Application {
             })
             .listen(listener)?
             .disable_signals()
+            .client_request_timeout(settings.ingest_read_timeout)
             .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
             .run();
 
@@ -133,6 +149,7 @@ impl Application {
             port,
             server,
             dispatcher,
+            retention,
             store,
             readiness,
             admin_token,
@@ -176,6 +193,7 @@ impl Application {
             // The server task owns the app factories and their store handles.
             let _ = server.await;
         }
+        let _ = self.retention.await;
         self.store.close().await.context("closing the store at shutdown")?;
         tracing::info!("stopped");
         Ok(())

@@ -26,6 +26,24 @@ pub fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
 }
 
+/// Replaces the default panic output (a multi-line trace inviting RUST_BACKTRACE) with
+/// one log line naming the place. Used by the binary, not by tests.
+pub fn report_panics_briefly() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".to_owned());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(%message, %location, "internal error");
+    }));
+}
+
 /// Root span of a request: method and route template, no path values or query.
 pub struct RedactedRootSpan;
 

@@ -20,6 +20,9 @@ use crate::domain::{now_ms, EndpointId, MerchantId, UnixMillis};
 /// How long past the attempt timeout a lease lasts before another worker may
 /// take the delivery over.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// Slack on top of the longest retry delay before a schedule counts as written
+/// under a clock that has since gone back.
+const CLOCK_SLACK: Duration = Duration::from_secs(60);
 /// Pause after a store error before a worker tries again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -37,6 +40,8 @@ struct Shared {
     global: Arc<Semaphore>,
     endpoint_concurrency: usize,
     lease: Duration,
+    /// Schedules further ahead than this count as due (the clock went back).
+    max_ahead: Duration,
     stop: CancellationToken,
     /// Every worker task, so a stop can wait for them.
     tracker: TaskTracker,
@@ -53,6 +58,7 @@ impl Dispatcher {
         attempt_timeout: Duration,
         stop: CancellationToken,
     ) -> Self {
+        let max_ahead = ctx.policy.max_delay() + CLOCK_SLACK;
         Self {
             shared: Arc::new(Shared {
                 ctx: Arc::new(ctx),
@@ -60,6 +66,7 @@ impl Dispatcher {
                 global: Arc::new(Semaphore::new(delivery_concurrency)),
                 endpoint_concurrency,
                 lease: attempt_timeout + LEASE_MARGIN,
+                max_ahead,
                 stop,
                 tracker: TaskTracker::new(),
                 runtime: tokio::runtime::Handle::current(),
@@ -148,7 +155,7 @@ impl Shared {
                 match self
                     .ctx
                     .store
-                    .claim_due(endpoint_id, now_ms(), permits.len(), self.lease)
+                    .claim_due(endpoint_id, now_ms(), permits.len(), self.lease, self.max_ahead)
                     .await
                 {
                     Ok(claimed) => {

@@ -29,6 +29,11 @@ impl RetryPolicy {
         }
     }
 
+    /// The longest delay the policy ever schedules.
+    pub fn max_delay(&self) -> Duration {
+        self.max
+    }
+
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
     }

@@ -86,7 +86,25 @@ async fn accept(
         }
     }
 
-    let body = read_body(request, payload, config.max_payload_bytes).await?;
+    if !config.disk.has_room() {
+        return Err(ApiError::client(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "insufficient_storage",
+            "the gateway is low on disk space and cannot accept events now; send the event again later",
+        ));
+    }
+    let body = tokio::time::timeout(
+        config.ingest_read_timeout,
+        read_body(request, payload, config.max_payload_bytes),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::client(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the body did not arrive within HOOKRELAY_INGEST_READ_TIMEOUT_MS",
+        )
+    })??;
     let header_key = match request.headers().get("idempotency-key") {
         Some(value) => Some(value.to_str().map_err(|_| {
             ApiError::bad_request(

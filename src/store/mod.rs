@@ -1,10 +1,12 @@
 //! Storage: the one place that knows a backend. The rest of the program sees the
 //! [`Store`] trait behind an `Arc<dyn Store>`, picked once at start-up by [`open`].
 
+mod disk;
 mod open;
 mod repo;
 mod sled;
 
+pub use disk::DiskGuard;
 pub use open::open;
 pub use repo::{AcceptOutcome, Claim, Claimed, Disposition, Page, PageRequest, Store, StoreError};
 pub use sled::SledStore;

@@ -17,6 +17,8 @@ pub enum StoreError {
     NotFound,
     #[error("the store is in use by another process: {0}")]
     Locked(String),
+    #[error("the data directory cannot be used: {0}")]
+    Incompatible(String),
     #[error("store failure while {context}")]
     Backend {
         context: &'static str,
@@ -141,16 +143,23 @@ pub trait Store: Send + Sync + 'static {
 
     // The delivery queue.
     /// Leases up to `limit` deliveries of the endpoint due at `now` for `lease`.
+    /// A delivery scheduled more than `max_ahead` after `now` counts as due: no
+    /// schedule is that far out unless the clock went back since it was written.
     async fn claim_due(
         &self,
         endpoint: &EndpointId,
         now: UnixMillis,
         limit: usize,
         lease: Duration,
+        max_ahead: Duration,
     ) -> Result<Claimed, StoreError>;
     /// Records an attempt and moves the delivery on. Ignores the move (but keeps the
     /// attempt) when the delivery changed since it was claimed (e.g. replayed).
     async fn complete_attempt(&self, claim: &Claim, attempt: &Attempt, next: Disposition) -> Result<(), StoreError>;
+    /// Deletes up to `batch` finished events (no delivery pending) received before
+    /// `cutoff`, with their payloads, deliveries, attempts and dedupe keys. Returns
+    /// how many it deleted; fewer than `batch` means nothing more is due.
+    async fn purge_expired(&self, cutoff: UnixMillis, batch: usize) -> Result<usize, StoreError>;
     /// Deliveries pending, scheduled retries included.
     async fn queue_depth(&self) -> Result<u64, StoreError>;
     /// Makes everything written so far durable (used at shutdown).

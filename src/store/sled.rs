@@ -29,8 +29,12 @@ use crate::domain::{
     Attempt, Delivery, DeliveryStatus, Endpoint, EndpointId, Event, EventId, Merchant, MerchantId, UnixMillis,
 };
 
-/// The on-disk layout this build reads and writes (see `keys.rs`).
-const FORMAT_VERSION: &str = "1";
+/// The file in the data directory that names its layout (see `keys.rs`).
+const FORMAT_FILE: &str = "FORMAT";
+/// The layout this build reads and writes.
+const FORMAT: &str = "hookrelay-sled 1";
+/// Files hookrelay may create in a data directory before the store.
+const OWN_FILES: &[&str] = &["admin_token", FORMAT_FILE];
 /// How often sled writes its buffers out on its own (not an fsync).
 const FLUSH_EVERY_MS: u64 = 500;
 
@@ -67,11 +71,21 @@ impl SledStore {
         let dir = dir.to_owned();
         tokio::task::spawn_blocking(move || Self::open_blocking(dir, cache_bytes))
             .await
-            .map_err(|e| StoreError::backend("opening the store", e))?
+            .map_err(|e| {
+                // sled panics on some kinds of damage instead of returning an error.
+                let cause = e
+                    .try_into_panic()
+                    .ok()
+                    .and_then(|p| panic_message(&*p))
+                    .unwrap_or_default();
+                StoreError::Incompatible(format!(
+                    "the sled database could not be read; it may be damaged ({cause})"
+                ))
+            })?
     }
 
     fn open_blocking(dir: PathBuf, cache_bytes: u64) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::backend("creating the data directory", e))?;
+        check_data_dir(&dir)?;
         let db = sled::Config::new()
             .path(&dir)
             .cache_capacity(cache_bytes)
@@ -84,7 +98,6 @@ impl SledStore {
                 }
                 other => StoreError::backend("opening the sled database", other),
             })?;
-        check_format(&db)?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| StoreError::backend("opening a tree", e));
         let durability =
             Durability::start(db.clone(), &dir).map_err(|e| StoreError::backend("starting the commit thread", e))?;
@@ -192,25 +205,56 @@ impl SledStore {
     }
 }
 
-fn check_format(db: &sled::Db) -> Result<(), StoreError> {
-    let found = db
-        .get("format_version")
-        .map_err(|e| StoreError::backend("reading the format version", e))?;
-    match found {
-        Some(version) if &*version == FORMAT_VERSION.as_bytes() => Ok(()),
-        Some(version) => Err(StoreError::backend(
-            "checking the format version",
-            format!(
-                "the data directory has format {:?}, this build reads format {FORMAT_VERSION}",
-                String::from_utf8_lossy(&version)
-            ),
-        )),
-        None => {
-            db.insert("format_version", FORMAT_VERSION)
-                .map_err(|e| StoreError::backend("writing the format version", e))?;
-            Ok(())
+/// Makes sure `dir` is a hookrelay data directory of this format, or an empty one
+/// (which it then marks). Anything else is refused rather than opened over.
+fn check_data_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::backend("creating the data directory", e))?;
+    let format_path = dir.join(FORMAT_FILE);
+    match std::fs::read_to_string(&format_path) {
+        Ok(found) if found.trim() == FORMAT => Ok(()),
+        Ok(found) => Err(StoreError::Incompatible(format!(
+            "{} says {:?}; this build reads {FORMAT:?} (a data directory of another hookrelay version?)",
+            format_path.display(),
+            found.trim()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let entries = std::fs::read_dir(dir).map_err(|e| StoreError::backend("reading the data directory", e))?;
+            let foreign: Vec<String> = entries
+                .filter_map(|entry| entry.ok())
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .filter(|name| !OWN_FILES.contains(&name.as_str()) && !name.starts_with("FORMAT."))
+                .collect();
+            if !foreign.is_empty() {
+                return Err(StoreError::Incompatible(format!(
+                    "{} is not empty and has no {FORMAT_FILE} file, so it is not a hookrelay data directory \
+                     (it holds {}); use an empty or new directory",
+                    dir.display(),
+                    foreign.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            write_durably(dir, FORMAT_FILE, format!("{FORMAT}\n").as_bytes())
+                .map_err(|e| StoreError::backend("writing the FORMAT file", e))
         }
+        Err(e) => Err(StoreError::backend("reading the FORMAT file", e)),
     }
+}
+
+/// Writes a small file atomically: temporary file, fsync, rename, fsync the directory.
+fn write_durably(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
 }
 
 fn sled_err(context: &'static str) -> impl Fn(sled::Error) -> StoreError {
@@ -709,25 +753,53 @@ impl Store for SledStore {
         now: UnixMillis,
         limit: usize,
         lease: Duration,
+        max_ahead: Duration,
     ) -> Result<Claimed, StoreError> {
         let endpoint = endpoint.clone();
         let lease_until = now.saturating_add(lease.as_millis() as i64);
+        // No schedule is legitimately further ahead than this: beyond it, the clock
+        // must have jumped back since it was written, and the entry is due now.
+        let horizon = now.saturating_add(max_ahead.as_millis() as i64);
         self.run(move |s| {
             let mut leases = s.leases.lock().expect("lease table poisoned");
             let unsynced = s.unsynced.lock().expect("unsynced set poisoned");
             let mut claimed = Claimed::default();
+            let claimable = |key: &[u8]| leases.get(key).is_none_or(|until| *until <= now) && !unsynced.contains(key);
+            let mut due_keys = Vec::new();
+            // Oldest first, up to the first entry not yet due.
             for entry in s.queue.scan_prefix(endpoint.as_str()) {
                 let (key, merchant) = entry.map_err(sled_err("scanning the queue"))?;
-                if leases.get(&*key).is_some_and(|until| *until > now) || unsynced.contains(&*key) {
-                    continue;
-                }
-                let Some((due, event)) = keys::parse_queue(&key) else {
+                let Some((due, _)) = keys::parse_queue(&key).filter(|_| claimable(&key)) else {
                     continue;
                 };
-                if due > now || claimed.claims.len() >= limit {
+                if due > now || due_keys.len() >= limit {
                     claimed.next_due = Some(due);
                     break;
                 }
+                due_keys.push((key, merchant));
+            }
+            // Then, from the far end, entries scheduled beyond the horizon.
+            for entry in s.queue.scan_prefix(endpoint.as_str()).rev() {
+                let (key, merchant) = entry.map_err(sled_err("scanning the queue"))?;
+                let Some((due, _)) = keys::parse_queue(&key) else {
+                    continue;
+                };
+                if due <= horizon {
+                    break;
+                }
+                if !claimable(&key) {
+                    continue;
+                }
+                if due_keys.len() >= limit {
+                    claimed.next_due = Some(now);
+                    break;
+                }
+                due_keys.push((key, merchant));
+            }
+            for (key, merchant) in due_keys {
+                let Some((due, event)) = keys::parse_queue(&key) else {
+                    continue;
+                };
                 let delivery = s
                     .deliveries
                     .get(keys::delivery(&event, &endpoint))
@@ -735,8 +807,13 @@ impl Store for SledStore {
                 let payload = s.payloads.get(event.as_str()).map_err(sled_err("reading a payload"))?;
                 let (Some(delivery), Some(payload)) = (delivery, payload) else {
                     // The event was deleted under the queue entry.
-                    s.queue.remove(&key).map_err(sled_err("dropping a stale queue entry"))?;
-                    s.depth.fetch_sub(1, Ordering::Relaxed);
+                    if s.queue
+                        .remove(&key)
+                        .map_err(sled_err("dropping a stale queue entry"))?
+                        .is_some()
+                    {
+                        s.depth.fetch_sub(1, Ordering::Relaxed);
+                    }
                     continue;
                 };
                 let delivery: Delivery = decode(&delivery)?;
@@ -814,6 +891,62 @@ impl Store for SledStore {
                 s.depth.fetch_sub(1, Ordering::Relaxed);
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, cutoff: UnixMillis, batch: usize) -> Result<usize, StoreError> {
+        self.run(move |s| {
+            let mut purged = 0;
+            // Old events still pending are skipped, not purged; bound how many of
+            // them one call looks at so a long outage cannot make purging slow.
+            let mut skipped = 0;
+            for merchant in s.merchants.iter().keys() {
+                let merchant = merchant.map_err(sled_err("scanning merchants"))?;
+                let mut prefix = merchant.to_vec();
+                prefix.push(0);
+                for entry in s.events.scan_prefix(&prefix) {
+                    let (key, raw) = entry.map_err(sled_err("scanning events"))?;
+                    let event: Event = decode(&raw)?;
+                    if event.received_at >= cutoff {
+                        break; // keys are time-ordered within a merchant
+                    }
+                    let deliveries: Vec<Delivery> = s
+                        .deliveries
+                        .scan_prefix(event.id.as_str())
+                        .values()
+                        .map(|raw| decode(&raw.map_err(sled_err("scanning deliveries"))?))
+                        .collect::<Result<_, _>>()?;
+                    if deliveries.iter().any(|d| d.status == DeliveryStatus::Pending) {
+                        skipped += 1;
+                        if skipped > batch * 10 {
+                            return Ok(purged);
+                        }
+                        continue;
+                    }
+                    for delivery in deliveries.iter().filter(|d| d.status == DeliveryStatus::Failed) {
+                        s.failed
+                            .remove(keys::failed(&delivery.endpoint_id, event.id.as_str()))
+                            .map_err(sled_err("purging failed deliveries"))?;
+                    }
+                    s.delete_event_records(&event.id)?;
+                    if let Some(idempotency_key) = &event.idempotency_key {
+                        // Only if it still names this event.
+                        let dedupe_key = keys::merchant_child(&event.merchant_id, idempotency_key.as_str());
+                        s.dedupe
+                            .compare_and_swap(dedupe_key, Some(event.id.as_str().as_bytes()), None as Option<&[u8]>)
+                            .map_err(sled_err("purging a dedupe key"))?
+                            .ok();
+                    }
+                    // The event record goes last: a purge cut short is finished by the next one.
+                    s.events.remove(key).map_err(sled_err("purging an event"))?;
+                    purged += 1;
+                    if purged >= batch {
+                        return Ok(purged);
+                    }
+                }
+            }
+            Ok(purged)
         })
         .await
     }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use rand::Rng as _;
 use serde_json::json;
 
+use crate::gateway::{Gateway, GatewayProcess};
 use crate::helpers::{Received, Receiver};
-use crate::process::{Gateway, GatewayProcess};
 
 const SENDERS: usize = 4;
 const KILLS: usize = 3;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::gateway::Gateway;
 use crate::helpers::{Receiver, Reply};
-use crate::process::Gateway;
 
 const SEQUENTIAL: usize = 20;
 const SENDERS: usize = 8;

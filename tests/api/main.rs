@@ -5,8 +5,11 @@ mod admin;
 mod crash;
 mod delivery;
 mod durability;
+#[path = "../common/gateway.rs"]
+mod gateway;
 mod helpers;
 mod ingest;
+mod maintenance;
 mod operations;
 mod process;
 mod retries;

@@ -12,6 +12,8 @@ use hookrelay::domain::{
 use hookrelay::store::{AcceptOutcome, Claim, Disposition, PageRequest, SledStore, Store, StoreError};
 
 const LEASE: Duration = Duration::from_secs(60);
+/// Beyond this far ahead a schedule counts as written under a clock that went back.
+const AHEAD: Duration = Duration::from_secs(3_600);
 
 async fn open_sled() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -142,11 +144,11 @@ async fn an_accepted_event_is_claimable_once_and_deduplicated(store: &dyn Store)
     );
     assert_eq!(store.queue_depth().await.unwrap(), 1);
 
-    let claimed = store.claim_due(&e.id, 1_000, 10, LEASE).await.unwrap();
+    let claimed = store.claim_due(&e.id, 1_000, 10, LEASE, AHEAD).await.unwrap();
     assert_eq!(claimed.claims.len(), 1);
     assert_eq!(claimed.claims[0].attempt, 1);
     assert_eq!(&claimed.claims[0].payload[..], &ev.payload[..]);
-    let second = store.claim_due(&e.id, 1_000, 10, LEASE).await.unwrap();
+    let second = store.claim_due(&e.id, 1_000, 10, LEASE, AHEAD).await.unwrap();
     assert!(second.claims.is_empty(), "a leased delivery is not handed out twice");
 }
 
@@ -156,16 +158,35 @@ async fn nothing_is_claimed_before_it_is_due(store: &dyn Store) {
         .accept_event(&event(&m, None, 5_000), std::slice::from_ref(&e.id))
         .await
         .unwrap();
-    let early = store.claim_due(&e.id, 4_999, 10, LEASE).await.unwrap();
+    let early = store.claim_due(&e.id, 4_999, 10, LEASE, AHEAD).await.unwrap();
     assert!(early.claims.is_empty());
     assert_eq!(early.next_due, Some(5_000));
+}
+
+async fn a_schedule_beyond_the_horizon_is_due_now(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    // Written while the clock was ten days ahead.
+    let far = 10 * 86_400_000;
+    let ev = event(&m, None, far);
+    store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
+    let near = event(&m, None, 2_000);
+    store.accept_event(&near, std::slice::from_ref(&e.id)).await.unwrap();
+    let claimed = store.claim_due(&e.id, 1_000, 10, LEASE, AHEAD).await.unwrap();
+    let ids: Vec<&EventId> = claimed.claims.iter().map(|c| &c.event_id).collect();
+    assert_eq!(ids, [&ev.id], "the far one is due, the near one waits for its time");
+    assert_eq!(claimed.next_due, Some(2_000));
 }
 
 async fn a_failed_attempt_is_rescheduled_then_succeeds(store: &dyn Store) {
     let (m, e) = seeded(store).await;
     let ev = event(&m, None, 1_000);
     store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
-    let claim = store.claim_due(&e.id, 1_000, 1, LEASE).await.unwrap().claims.remove(0);
+    let claim = store
+        .claim_due(&e.id, 1_000, 1, LEASE, AHEAD)
+        .await
+        .unwrap()
+        .claims
+        .remove(0);
     store
         .complete_attempt(
             &claim,
@@ -180,9 +201,19 @@ async fn a_failed_attempt_is_rescheduled_then_succeeds(store: &dyn Store) {
         (d.status, d.attempts, d.next_attempt_at, d.last_status_code),
         (DeliveryStatus::Pending, 1, Some(2_000), Some(500))
     );
-    assert!(store.claim_due(&e.id, 1_999, 1, LEASE).await.unwrap().claims.is_empty());
+    assert!(store
+        .claim_due(&e.id, 1_999, 1, LEASE, AHEAD)
+        .await
+        .unwrap()
+        .claims
+        .is_empty());
 
-    let retry = store.claim_due(&e.id, 2_000, 1, LEASE).await.unwrap().claims.remove(0);
+    let retry = store
+        .claim_due(&e.id, 2_000, 1, LEASE, AHEAD)
+        .await
+        .unwrap()
+        .claims
+        .remove(0);
     assert_eq!(retry.attempt, 2);
     store
         .complete_attempt(
@@ -210,7 +241,7 @@ async fn failed_deliveries_are_replayed_and_recovered(store: &dyn Store) {
     let ev = event(&m, None, EventId::generate().created_ms());
     store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
     let claim = store
-        .claim_due(&e.id, ev.received_at, 1, LEASE)
+        .claim_due(&e.id, ev.received_at, 1, LEASE, AHEAD)
         .await
         .unwrap()
         .claims
@@ -249,7 +280,7 @@ async fn failed_deliveries_are_replayed_and_recovered(store: &dyn Store) {
         1
     );
     assert_eq!(store.queue_depth().await.unwrap(), 1);
-    let claims = store.claim_due(&e.id, now + 5, 10, LEASE).await.unwrap().claims;
+    let claims = store.claim_due(&e.id, now + 5, 10, LEASE, AHEAD).await.unwrap().claims;
     assert_eq!(claims.len(), 1);
 }
 
@@ -257,7 +288,12 @@ async fn an_attempt_that_outlived_a_replay_does_not_undo_it(store: &dyn Store) {
     let (m, e) = seeded(store).await;
     let ev = event(&m, None, 1_000);
     store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
-    let claim = store.claim_due(&e.id, 1_000, 1, LEASE).await.unwrap().claims.remove(0);
+    let claim = store
+        .claim_due(&e.id, 1_000, 1, LEASE, AHEAD)
+        .await
+        .unwrap()
+        .claims
+        .remove(0);
     let full = store.get_event(&m.id, &ev.id).await.unwrap().unwrap();
     store
         .replay_event(&full, std::slice::from_ref(&e.id), 1_500)
@@ -286,7 +322,7 @@ async fn deleting_an_endpoint_fails_its_pending_deliveries(store: &dyn Store) {
     assert_eq!(d.status, DeliveryStatus::Failed);
     assert_eq!(store.queue_depth().await.unwrap(), 0);
     assert!(store
-        .claim_due(&e.id, 10_000, 10, LEASE)
+        .claim_due(&e.id, 10_000, 10, LEASE, AHEAD)
         .await
         .unwrap()
         .claims
@@ -355,7 +391,7 @@ async fn state_survives_reopening(dir: &std::path::Path) {
         let ev = event(&m, None, 1_000);
         store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
         // Claimed but never completed: the lease dies with the process.
-        store.claim_due(&e.id, 1_000, 1, LEASE).await.unwrap();
+        store.claim_due(&e.id, 1_000, 1, LEASE, AHEAD).await.unwrap();
         ev_id = ev.id;
         e_id = e.id;
         store.close().await.unwrap();
@@ -363,7 +399,7 @@ async fn state_survives_reopening(dir: &std::path::Path) {
     // close() released the database: it opens again at once.
     let store = SledStore::open(dir, 8 << 20).await.unwrap();
     assert_eq!(store.queue_depth().await.unwrap(), 1);
-    let claims = store.claim_due(&e_id, 1_000, 1, LEASE).await.unwrap().claims;
+    let claims = store.claim_due(&e_id, 1_000, 1, LEASE, AHEAD).await.unwrap().claims;
     assert_eq!(claims.len(), 1);
     assert_eq!(claims[0].event_id, ev_id);
 }
@@ -387,6 +423,7 @@ contract!(
     the_endpoint_limit_holds,
     an_accepted_event_is_claimable_once_and_deduplicated,
     nothing_is_claimed_before_it_is_due,
+    a_schedule_beyond_the_horizon_is_due_now,
     a_failed_attempt_is_rescheduled_then_succeeds,
     failed_deliveries_are_replayed_and_recovered,
     an_attempt_that_outlived_a_replay_does_not_undo_it,

@@ -1,0 +1,124 @@
+//! Retention, disk watermark, slow bodies and data-directory checks.
+
+use std::io::{Read as _, Write as _};
+use std::time::{Duration, Instant};
+
+use hookrelay::config::Settings;
+use hookrelay::startup::Application;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{spawn_app_with, Receiver, Reply};
+
+#[tokio::test]
+async fn finished_events_are_purged_after_the_retention_and_pending_ones_are_kept() {
+    // 0.0005 h = 1.8 s; the purge runs every 200 ms.
+    let app = spawn_app_with(&[
+        ("HOOKRELAY_RETENTION_HOURS", "0.0005"),
+        ("HOOKRELAY_PURGE_INTERVAL_MS", "200"),
+        ("HOOKRELAY_RETRY_MAX_ATTEMPTS", "1000"),
+    ])
+    .await;
+    let ok = Receiver::start().await;
+    let down = Receiver::answering(|_| Reply::status(503)).await;
+    let merchant = app.create_merchant("acme").await;
+    app.create_endpoint("acme", &ok.url("/ok"), &["delivered"]).await;
+    app.create_endpoint("acme", &down.url("/down"), &["stuck"]).await;
+    let (_, delivered) = app.ingest(&merchant, r#"{"id":"p-1","type":"delivered"}"#).await;
+    let (_, stuck) = app.ingest(&merchant, r#"{"id":"p-2","type":"stuck"}"#).await;
+    let delivered = delivered["event_id"].as_str().unwrap().to_owned();
+    let stuck = stuck["event_id"].as_str().unwrap().to_owned();
+    app.wait_for_deliveries("acme", &delivered, "succeeded", Duration::from_secs(5))
+        .await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = app.get(&format!("/api/v1/merchants/acme/events/{delivered}")).await;
+        if status == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the delivered event was never purged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(app.metric("hookrelay_events_purged_total").await >= 1.0);
+    // The dedupe key went with it: the provider's id is new again.
+    let (status, body) = app.ingest(&merchant, r#"{"id":"p-1","type":"delivered"}"#).await;
+    assert_eq!(status, 202, "{body}");
+    // The event still retrying is kept, however old.
+    let (status, _) = app.get(&format!("/api/v1/merchants/acme/events/{stuck}")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn below_the_free_space_watermark_ingest_is_503_and_stores_nothing() {
+    let app = spawn_app_with(&[("HOOKRELAY_MIN_FREE_DISK_BYTES", &u64::MAX.to_string())]).await;
+    let merchant = app.create_merchant("acme").await;
+    let (status, body) = app.ingest(&merchant, r#"{"id":"x","type":"a"}"#).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_storage");
+    let (status, events) = app.get("/api/v1/merchants/acme/events").await;
+    assert_eq!(status, 200, "reads keep working");
+    assert_eq!(events["data"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_in_slower_than_the_read_timeout_is_cut_off_with_408() {
+    let app = spawn_app_with(&[("HOOKRELAY_INGEST_READ_TIMEOUT_MS", "500")]).await;
+    let merchant = app.create_merchant("acme").await;
+    let token = merchant["ingest_token"].as_str().unwrap().to_owned();
+    let port = app.port;
+    let started = Instant::now();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let head = format!(
+            "POST /ingest/acme?token={token} HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\ncontent-type: application/json\r\n\r\n{{"
+        );
+        socket.write_all(head.as_bytes()).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = socket.read(&mut answer).unwrap_or(0);
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let (_, events) = app.get("/api/v1/merchants/acme/events").await;
+    assert_eq!(events["data"].as_array().unwrap().len(), 0);
+}
+
+fn settings_on(dir: &std::path::Path) -> Settings {
+    let env = [
+        ("HOOKRELAY_LISTEN", "127.0.0.1:0".to_owned()),
+        ("HOOKRELAY_DATA_DIR", dir.display().to_string()),
+        ("HOOKRELAY_ADMIN_TOKEN", "test-admin-token-0123456789".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    Settings::from_sources(None, &env).unwrap()
+}
+
+#[tokio::test]
+async fn a_data_directory_that_is_not_ours_or_of_another_format_is_refused() {
+    let foreign = tempfile::tempdir().unwrap();
+    std::fs::write(foreign.path().join("photos.db"), b"not hookrelay").unwrap();
+    let error = Application::build(settings_on(foreign.path()), CancellationToken::new())
+        .await
+        .err()
+        .unwrap();
+    let message = format!("{error:#}");
+    assert!(message.contains("not a hookrelay data directory"), "{message}");
+    assert!(
+        std::fs::read_dir(foreign.path()).unwrap().count() == 1,
+        "nothing was written into it"
+    );
+
+    let other_version = tempfile::tempdir().unwrap();
+    std::fs::write(other_version.path().join("FORMAT"), b"hookrelay-sled 99\n").unwrap();
+    let error = Application::build(settings_on(other_version.path()), CancellationToken::new())
+        .await
+        .err()
+        .unwrap();
+    let message = format!("{error:#}");
+    assert!(message.contains("hookrelay-sled 99"), "{message}");
+}
