@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::delivery::egress::{parse_proxy, EgressPolicy, TargetList};
+
 /// One documented setting.
 pub struct SettingDoc {
     /// Environment variable name; the TOML key is the same without the prefix, lower-cased.
@@ -25,6 +27,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc { env: "HOOKRELAY_PUBLIC_URL", default: "http://<listen address>", help: "base URL under which providers reach this gateway, used to build ingest_url" },
     SettingDoc { env: "HOOKRELAY_DATABASE_URL", default: "unset", help: "postgres://... to use PostgreSQL instead of sled (not yet supported by this build)" },
     SettingDoc { env: "HOOKRELAY_ADMIN_TOKEN", default: "unset", help: "bearer token for /api/v1/*; when unset, one is generated into <data dir>/admin_token (mode 0600)" },
+    SettingDoc { env: "HOOKRELAY_SECRET_KEY", default: "unset", help: "standard base64 of 32 bytes: the key that encrypts ingest tokens and signing secrets in the store; when unset, one is generated into <data dir>/secret_key (mode 0600). Keep it: without it the data cannot be read" },
     SettingDoc { env: "HOOKRELAY_MAX_ENDPOINTS_PER_MERCHANT", default: "5", help: "endpoint limit per merchant" },
     SettingDoc { env: "HOOKRELAY_MAX_PAYLOAD_BYTES", default: "1048576", help: "largest accepted ingest body" },
     SettingDoc { env: "HOOKRELAY_DELIVERY_TIMEOUT_MS", default: "10000", help: "timeout of one delivery attempt" },
@@ -38,6 +41,13 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc { env: "HOOKRELAY_PURGE_INTERVAL_MS", default: "60000", help: "how often the retention purge runs" },
     SettingDoc { env: "HOOKRELAY_MIN_FREE_DISK_BYTES", default: "67108864", help: "ingest answers 503 insufficient_storage while the data directory's filesystem has less free space (0: off)" },
     SettingDoc { env: "HOOKRELAY_INGEST_READ_TIMEOUT_MS", default: "10000", help: "a request's headers, and an ingest body, must arrive within this (slow clients are cut off)" },
+    SettingDoc { env: "HOOKRELAY_INGEST_RATE_PER_SECOND", default: "1000", help: "ingest requests per second per merchant, sustained (0: no limit); above it 429 rate_limited with Retry-After, nothing stored. 1000/s is far above what a provider sends one merchant and below what the store commits, so one runaway sender or leaked token cannot starve the others" },
+    SettingDoc { env: "HOOKRELAY_INGEST_BURST", default: "2 x rate", help: "ingest requests a merchant may send at once after a quiet spell; twice the rate absorbs a provider catching up after an outage" },
+    SettingDoc { env: "HOOKRELAY_MAX_CONNECTIONS", default: "10000", help: "open connections PER WORKER THREAD (one worker per CPU: the listener holds at most this x CPUs); beyond it new connections wait in the accept queue" },
+    SettingDoc { env: "HOOKRELAY_EGRESS_ALLOW", default: "unset", help: "comma-separated CIDRs and host names (.example.com: that host and its subdomains) deliveries may reach; when set, nothing else may be reached" },
+    SettingDoc { env: "HOOKRELAY_EGRESS_DENY", default: "unset", help: "comma-separated CIDRs and host names deliveries must not reach; link-local (169.254.0.0/16, fe80::/10), 0.0.0.0/8, :: and cloud metadata addresses are always refused" },
+    SettingDoc { env: "HOOKRELAY_EGRESS_HTTPS_ONLY", default: "false", help: "true: refuse http:// endpoint URLs, at registration (422 url_not_allowed) and at delivery" },
+    SettingDoc { env: "HOOKRELAY_EGRESS_PROXY", default: "unset", help: "http(s) proxy URL for deliveries; targets are still checked by name and IP literal, the proxy resolves names" },
     SettingDoc { env: "HOOKRELAY_SLED_CACHE_BYTES", default: "67108864", help: "page cache of the sled store (sled's own default is 1 GiB)" },
     SettingDoc { env: "HOOKRELAY_LOG", default: "info", help: "log filter (tracing EnvFilter syntax, e.g. hookrelay=debug)" },
     SettingDoc { env: "HOOKRELAY_LOG_FORMAT", default: "text", help: "log format: text or json" },
@@ -91,6 +101,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// `None`: generate one into the data directory on first start.
     pub admin_token: Option<Secret>,
+    /// Key of the secrets at rest; `None`: generate one into the data directory on first start.
+    pub secret_key: Option<crate::secrets::SecretKey>,
     pub max_endpoints_per_merchant: usize,
     pub max_payload_bytes: usize,
     pub delivery_timeout: Duration,
@@ -106,6 +118,16 @@ pub struct Settings {
     /// Ingest refuses below this much free space in the data directory (0: never).
     pub min_free_disk_bytes: u64,
     pub ingest_read_timeout: Duration,
+    /// Ingest requests per second per merchant (0: no limit).
+    pub ingest_rate_per_second: u32,
+    /// Ingest requests a merchant may send at once above the rate.
+    pub ingest_burst: u32,
+    /// Open connections per worker thread.
+    pub max_connections: usize,
+    /// Where deliveries may go.
+    pub egress: EgressPolicy,
+    /// Proxy for deliveries; may carry credentials.
+    pub egress_proxy: Option<Secret>,
     pub log_filter: String,
     pub log_format: LogFormat,
 }
@@ -189,12 +211,51 @@ impl Settings {
             None => None,
         };
 
+        let ingest_rate_per_second = parse_or(
+            get("HOOKRELAY_INGEST_RATE_PER_SECOND"),
+            "HOOKRELAY_INGEST_RATE_PER_SECOND",
+            1000u32,
+        )?;
+        let ingest_burst = match get("HOOKRELAY_INGEST_BURST") {
+            Some(value) => parse_positive(Some(value), "HOOKRELAY_INGEST_BURST", 1u32)?,
+            None => ingest_rate_per_second.saturating_mul(2).max(1),
+        };
+        let egress_list = |name: &'static str| -> Result<Option<TargetList>, ConfigError> {
+            get(name)
+                .map(TargetList::parse)
+                .transpose()
+                .map_err(|e| invalid(name, e))
+        };
+        let egress_allow = egress_list("HOOKRELAY_EGRESS_ALLOW")?;
+        if egress_allow.as_ref().is_some_and(TargetList::is_empty) {
+            return Err(invalid(
+                "HOOKRELAY_EGRESS_ALLOW",
+                "lists nothing; leave it unset to allow every target",
+            ));
+        }
+        let egress = EgressPolicy::new(
+            egress_allow,
+            egress_list("HOOKRELAY_EGRESS_DENY")?.unwrap_or_default(),
+            parse_or(get("HOOKRELAY_EGRESS_HTTPS_ONLY"), "HOOKRELAY_EGRESS_HTTPS_ONLY", false)?,
+        );
+        let egress_proxy = get("HOOKRELAY_EGRESS_PROXY")
+            .map(parse_proxy)
+            .transpose()
+            .map_err(|e| invalid("HOOKRELAY_EGRESS_PROXY", e))?
+            .map(Secret::new);
+
+        let secret_key = get("HOOKRELAY_SECRET_KEY")
+            .map(crate::secrets::SecretKey::parse)
+            .transpose()
+            .map_err(|e| invalid("HOOKRELAY_SECRET_KEY", e))?;
+
         let settings = Settings {
             listen,
             public_url,
             data_dir,
             store,
             admin_token,
+            secret_key,
             max_endpoints_per_merchant: parse_positive(
                 get("HOOKRELAY_MAX_ENDPOINTS_PER_MERCHANT"),
                 "HOOKRELAY_MAX_ENDPOINTS_PER_MERCHANT",
@@ -248,6 +309,11 @@ impl Settings {
                 "HOOKRELAY_INGEST_READ_TIMEOUT_MS",
                 10_000,
             )?,
+            ingest_rate_per_second,
+            ingest_burst,
+            max_connections: parse_positive(get("HOOKRELAY_MAX_CONNECTIONS"), "HOOKRELAY_MAX_CONNECTIONS", 10_000)?,
+            egress,
+            egress_proxy,
             log_filter: get("HOOKRELAY_LOG").unwrap_or("info").to_owned(),
             log_format: match get("HOOKRELAY_LOG_FORMAT").unwrap_or("text") {
                 "text" => LogFormat::Text,

@@ -16,6 +16,9 @@ pub enum ApiError {
         code: &'static str,
         message: String,
     },
+    /// 429 `rate_limited` with `Retry-After` (whole seconds, at least 1).
+    #[error("too many requests for this merchant; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("the store could not complete the request")]
     StoreUnavailable(#[source] StoreError),
     #[error("internal error")]
@@ -65,6 +68,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Client { status, .. } => *status,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -73,6 +77,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let (code, message) = match self {
             Self::Client { code, message, .. } => (*code, message.clone()),
+            Self::RateLimited { .. } => ("rate_limited", self.to_string()),
             Self::StoreUnavailable(cause) => {
                 tracing::error!(error = %error_chain(cause), "store failure");
                 ("store_unavailable", self.to_string())
@@ -88,6 +93,9 @@ impl ResponseError for ApiError {
         }
         if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        if let Self::RateLimited { retry_after_secs } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
         response.json(json!({ "error": { "code": code, "message": message } }))
     }

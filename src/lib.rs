@@ -21,7 +21,8 @@
 //!
 //! `startup` holds the one route table and wires these together; `config` reads the
 //! settings; `shutdown` turns SIGTERM/SIGINT into a stop token; `domain` holds the
-//! validated types everything passes around.
+//! validated types everything passes around; `secrets` holds the key and cipher that
+//! keep tokens and signing secrets encrypted in the store.
 
 pub mod admin;
 pub mod cli;
@@ -35,6 +36,7 @@ pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod retention;
+pub mod secrets;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

@@ -23,6 +23,13 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Finished events removed by retention.
     pub events_purged: IntCounter,
+    /// `reason` = missing | malformed | mismatch | expired: ingests refused by a
+    /// merchant's inbound signature verification (also counted as `rejected`).
+    pub ingest_verification_failures: IntCounterVec,
+    /// Ingest requests refused by the per-merchant rate limit (also counted as `rejected`).
+    pub ingest_rate_limited: IntCounter,
+    /// `stage` = registration | delivery: targets the egress policy refused.
+    pub egress_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -69,6 +76,33 @@ impl Metrics {
             IntGauge::new("hookrelay_deliveries_in_flight", "Delivery attempts under way").expect("valid metric");
         let events_purged = IntCounter::new("hookrelay_events_purged_total", "Finished events removed by retention")
             .expect("valid metric");
+        let ingest_verification_failures = IntCounterVec::new(
+            Opts::new(
+                "hookrelay_ingest_verification_failures_total",
+                "Ingest requests whose provider signature failed verification, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(ingest_verification_failures.clone()))
+            .expect("metric names are unique");
+        for reason in crate::ingest::verify::Failure::ALL {
+            ingest_verification_failures.with_label_values(&[reason.as_str()]);
+        }
+        let ingest_rate_limited = IntCounter::new(
+            "hookrelay_ingest_rate_limited_total",
+            "Ingest requests refused by the per-merchant rate limit",
+        )
+        .expect("valid metric");
+        let egress_refused = IntCounterVec::new(
+            Opts::new(
+                "hookrelay_egress_refused_total",
+                "Endpoint URLs or delivery targets refused by the egress policy, by stage",
+            ),
+            &["stage"],
+        )
+        .expect("valid metric");
 
         for collector in [
             Box::new(events_ingested.clone()) as Box<dyn prometheus::core::Collector>,
@@ -79,6 +113,8 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(in_flight.clone()),
             Box::new(events_purged.clone()),
+            Box::new(ingest_rate_limited.clone()),
+            Box::new(egress_refused.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -94,6 +130,9 @@ impl Metrics {
         ] {
             delivery_attempts.with_label_values(&[outcome.as_str()]);
         }
+        for stage in ["registration", "delivery"] {
+            egress_refused.with_label_values(&[stage]);
+        }
         Self {
             registry,
             events_ingested,
@@ -104,6 +143,9 @@ impl Metrics {
             queue_depth,
             in_flight,
             events_purged,
+            ingest_verification_failures,
+            ingest_rate_limited,
+            egress_refused,
         }
     }
 

@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminAuth};
 use crate::config::{Secret, Settings};
-use crate::delivery::DeliveryClient;
+use crate::delivery::{DeliveryClient, EgressGuard};
 use crate::dispatcher::{DispatchContext, Dispatcher, RetryPolicy};
 use crate::error::ApiError;
 use crate::health::{self, Readiness};
-use crate::ingest;
+use crate::ingest::{self, IngestLimiter};
 use crate::metrics::{self, Metrics};
 use crate::store::{self, DiskGuard, Store};
 
@@ -37,6 +37,10 @@ pub struct AppConfig {
     pub ingest_read_timeout: Duration,
     /// Free-space watermark of the data directory.
     pub disk: DiskGuard,
+    /// Per-merchant ingest rate limit.
+    pub ingest_limiter: IngestLimiter,
+    /// Checks endpoint URLs at registration; the delivery client holds a clone.
+    pub egress: EgressGuard,
 }
 
 pub struct Application {
@@ -62,7 +66,14 @@ impl Application {
             None => load_or_create_admin_token(&settings.data_dir)?,
         };
         let metrics = Arc::new(Metrics::new());
-        let client = DeliveryClient::new(settings.delivery_timeout).context("building the HTTP client")?;
+        let egress = EgressGuard::new(
+            settings.egress.clone(),
+            crate::delivery::egress::system_lookup(),
+            settings.egress_proxy.as_ref().map(|proxy| proxy.expose().to_owned()),
+            Some(metrics.egress_refused.clone()),
+        );
+        let client = DeliveryClient::with_egress(settings.delivery_timeout, egress.clone())
+            .context("building the HTTP client")?;
         let ctx = DispatchContext {
             store: store.clone(),
             client,
@@ -104,6 +115,12 @@ impl Application {
             max_endpoints_per_merchant: settings.max_endpoints_per_merchant,
             ingest_read_timeout: settings.ingest_read_timeout,
             disk: DiskGuard::new(settings.data_dir.clone(), settings.min_free_disk_bytes),
+            ingest_limiter: IngestLimiter::new(
+                settings.ingest_rate_per_second,
+                settings.ingest_burst,
+                Some(metrics.ingest_rate_limited.clone()),
+            ),
+            egress,
         });
         let store_data: web::Data<dyn Store> = web::Data::from(store.clone());
         let metrics_data = web::Data::from(metrics);
@@ -141,6 +158,8 @@ impl Application {
             .listen(listener)?
             .disable_signals()
             .client_request_timeout(settings.ingest_read_timeout)
+            // Per worker thread: the listener holds at most this × workers (one per CPU).
+            .max_connections(settings.max_connections)
             .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
             .run();
 
@@ -251,7 +270,7 @@ fn json_error(error: JsonPayloadError) -> ApiError {
     }
 }
 
-fn serde_error(error: serde_json::Error) -> ApiError {
+pub(crate) fn serde_error(error: serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     match error.classify() {
         Category::Data => ApiError::unprocessable("validation_error", error.to_string()),
@@ -260,11 +279,13 @@ fn serde_error(error: serde_json::Error) -> ApiError {
 }
 
 /// Parses an optional JSON body: empty means the type's default.
+/// Parses an optional JSON object body: empty or `null` means the type's default.
 pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    let text = body.trim_ascii();
+    if text.is_empty() || text == b"null" {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(serde_error)
+    crate::extract::parse_object(text)
 }
 
 /// A route whose other methods answer 405 with the JSON error shape.
@@ -272,12 +293,41 @@ pub fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::client(
+/// 405 with the `Allow` header RFC 9110 asks for, taken from the OpenAPI document
+/// so it names exactly the methods documented for the route.
+async fn method_not_allowed(request: actix_web::HttpRequest) -> HttpResponse {
+    static ALLOWED: std::sync::OnceLock<std::collections::HashMap<String, String>> = std::sync::OnceLock::new();
+    let allowed = ALLOWED.get_or_init(|| {
+        use utoipa::OpenApi as _;
+        admin::ApiDoc::openapi()
+            .paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let methods = [
+                    ("GET", item.get.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                ];
+                let list: Vec<&str> = methods.iter().filter(|(_, on)| *on).map(|(m, _)| *m).collect();
+                (path.clone(), list.join(", "))
+            })
+            .collect()
+    });
+    let error = ApiError::client(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "this route does not take that method",
-    ))
+    );
+    let mut response = actix_web::ResponseError::error_response(&error);
+    if let Some(methods) = request.match_pattern().and_then(|pattern| allowed.get(&pattern)) {
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(methods) {
+            response.headers_mut().insert(actix_web::http::header::ALLOW, value);
+        }
+    }
+    response
 }
 
 async fn no_route() -> Result<HttpResponse, ApiError> {

@@ -12,6 +12,7 @@ use crate::domain::{
     now_ms, to_rfc3339, Endpoint, EndpointId, EndpointSecret, EndpointUrl, EventTypeFilter, Merchant, RetiredSecret,
 };
 use crate::error::ApiError;
+use crate::extract::JsonObject;
 use crate::startup::optional_json;
 use crate::startup::AppConfig;
 use crate::store::Store;
@@ -72,8 +73,10 @@ pub struct EndpointView {
     pub url: String,
     pub event_types: Vec<String>,
     pub description: Option<String>,
-    /// Signing secret (Standard Webhooks).
-    pub secret: String,
+    /// Signing secret (Standard Webhooks); only in the answers to the endpoint's
+    /// creation and to `rotate-secret` (see `reveal-secret`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
     /// When the secret replaced by the last rotation stops signing (RFC 3339), if it still does.
     pub previous_secret_expires_at: Option<String>,
     pub enabled: bool,
@@ -97,7 +100,7 @@ impl From<Endpoint> for EndpointView {
             url: e.url.as_str().to_owned(),
             event_types: e.event_types.as_slice().to_vec(),
             description: e.description,
-            secret: e.secret.expose().to_owned(),
+            secret: None,
             previous_secret_expires_at,
             enabled: e.enabled,
             created_at: to_rfc3339(e.created_at),
@@ -106,8 +109,44 @@ impl From<Endpoint> for EndpointView {
     }
 }
 
+impl EndpointView {
+    /// With the current signing secret.
+    fn revealing(endpoint: Endpoint) -> Self {
+        let secret = Some(endpoint.secret.expose().to_owned());
+        Self {
+            secret,
+            ..Self::from(endpoint)
+        }
+    }
+}
+
+/// The secrets that sign deliveries to an endpoint now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SecretsView {
+    /// The current signing secret.
+    pub secret: String,
+    /// Secrets replaced by a rotation that still sign beside it, newest first.
+    pub previous_secrets: Vec<PreviousSecret>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreviousSecret {
+    pub secret: String,
+    /// When it stops signing (RFC 3339).
+    pub expires_at: String,
+}
+
 fn parse_url(url: &str) -> Result<EndpointUrl, ApiError> {
     EndpointUrl::parse(url).map_err(|e| ApiError::unprocessable("invalid_url", e))
+}
+
+/// The egress policy on a URL being registered (resolving its name now): 422 `url_not_allowed`.
+async fn check_egress(config: &AppConfig, url: &EndpointUrl) -> Result<(), ApiError> {
+    config
+        .egress
+        .check_registration(url.as_str())
+        .await
+        .map_err(|refused| ApiError::unprocessable("url_not_allowed", refused.to_string()))
 }
 
 fn parse_event_types(types: Vec<String>) -> Result<EventTypeFilter, ApiError> {
@@ -150,16 +189,17 @@ async fn find_endpoint(
     params(("merchant_id" = String, Path)), request_body = CreateEndpoint,
     responses((status = 201, body = EndpointView), (status = 404, body = ErrorBody),
               (status = 409, description = "endpoint_limit_reached", body = ErrorBody),
-              (status = 422, description = "invalid url, event_types, secret or description", body = ErrorBody)))]
+              (status = 422, description = "invalid url, event_types, secret or description; url_not_allowed by the egress policy", body = ErrorBody)))]
 pub async fn create_endpoint(
     path: web::Path<String>,
-    body: web::Json<CreateEndpoint>,
+    body: JsonObject<CreateEndpoint>,
     store: web::Data<dyn Store>,
     config: web::Data<AppConfig>,
 ) -> Result<HttpResponse, ApiError> {
     let merchant = find_merchant(&**store, &path).await?;
     let body = body.into_inner();
     let url = parse_url(&body.url)?;
+    check_egress(&config, &url).await?;
     let event_types = parse_event_types(body.event_types.unwrap_or_default())?;
     let secret = body
         .secret
@@ -185,7 +225,7 @@ pub async fn create_endpoint(
         .create_endpoint(&endpoint, config.max_endpoints_per_merchant)
         .await?;
     tracing::info!(merchant_id = %endpoint.merchant_id, endpoint_id = %endpoint.id, "endpoint created");
-    Ok(HttpResponse::Created().json(EndpointView::from(endpoint)))
+    Ok(HttpResponse::Created().json(EndpointView::revealing(endpoint)))
 }
 
 #[utoipa::path(get, path = "/api/v1/merchants/{merchant_id}/endpoints", tag = "endpoints",
@@ -219,14 +259,16 @@ pub async fn get_endpoint(
     responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_endpoint(
     path: web::Path<(String, String)>,
-    body: web::Json<UpdateEndpoint>,
+    body: JsonObject<UpdateEndpoint>,
     store: web::Data<dyn Store>,
     dispatcher: web::Data<Dispatcher>,
+    config: web::Data<AppConfig>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, mut endpoint) = find_endpoint(&**store, &path.0, &path.1).await?;
     let body = body.into_inner();
     if let Some(url) = &body.url {
         endpoint.url = parse_url(url)?;
+        check_egress(&config, &endpoint.url).await?;
     }
     if let Some(types) = body.event_types {
         endpoint.event_types = parse_event_types(types)?;
@@ -289,7 +331,32 @@ pub async fn rotate_secret(
     endpoint.updated_at = now;
     store.update_endpoint(&endpoint).await?;
     tracing::info!(merchant_id = %endpoint.merchant_id, endpoint_id = %endpoint.id, "endpoint secret rotated");
-    Ok(HttpResponse::Ok().json(EndpointView::from(endpoint)))
+    Ok(HttpResponse::Ok().json(EndpointView::revealing(endpoint)))
+}
+
+#[utoipa::path(post, path = "/api/v1/merchants/{merchant_id}/endpoints/{endpoint_id}/reveal-secret", tag = "endpoints",
+    params(("merchant_id" = String, Path), ("endpoint_id" = String, Path)),
+    responses((status = 200, description = "the signing secret, and rotated-away ones still signing", body = SecretsView),
+              (status = 404, body = ErrorBody)))]
+pub async fn reveal_secret(
+    path: web::Path<(String, String)>,
+    store: web::Data<dyn Store>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, endpoint) = find_endpoint(&**store, &path.0, &path.1).await?;
+    tracing::info!(merchant_id = %endpoint.merchant_id, endpoint_id = %endpoint.id, "endpoint secret revealed");
+    let now = now_ms();
+    let mut previous: Vec<_> = endpoint.retired_secrets.iter().filter(|r| r.expires_at > now).collect();
+    previous.sort_by_key(|r| std::cmp::Reverse(r.expires_at));
+    Ok(HttpResponse::Ok().json(SecretsView {
+        secret: endpoint.secret.expose().to_owned(),
+        previous_secrets: previous
+            .into_iter()
+            .map(|r| PreviousSecret {
+                secret: r.secret.expose().to_owned(),
+                expires_at: to_rfc3339(r.expires_at),
+            })
+            .collect(),
+    }))
 }
 
 #[utoipa::path(post, path = "/api/v1/merchants/{merchant_id}/endpoints/{endpoint_id}/recover", tag = "endpoints",
@@ -297,7 +364,7 @@ pub async fn rotate_secret(
     responses((status = 202, body = RecoverResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn recover_endpoint(
     path: web::Path<(String, String)>,
-    body: web::Json<RecoverRequest>,
+    body: JsonObject<RecoverRequest>,
     store: web::Data<dyn Store>,
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, ApiError> {

@@ -181,6 +181,16 @@ pub async fn list_attempts(
     store: web::Data<dyn Store>,
 ) -> Result<HttpResponse, ApiError> {
     let page_request = query.page()?;
+    if page_request
+        .after
+        .as_ref()
+        .is_some_and(|after| after.parse::<u64>().is_err())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_cursor",
+            "cursor is not one this API returned",
+        ));
+    }
     let (_, event) = find_event(&**store, &path.0, &path.1).await?;
     let page = store.list_attempts(&event.id, page_request).await?;
     Ok(HttpResponse::Ok().json(List::from_page(page, AttemptView::from)))

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 
+use super::egress::EgressGuard;
 use super::signature_header;
 use crate::domain::{AttemptOutcome, Endpoint, EventId};
 
@@ -30,20 +31,35 @@ pub struct AttemptReport {
 #[derive(Clone)]
 pub struct DeliveryClient {
     http: reqwest::Client,
+    /// Checked before each attempt; without a proxy its resolver is the client's.
+    egress: EgressGuard,
 }
 
 impl DeliveryClient {
+    /// A client under the default egress policy.
     pub fn new(timeout: Duration) -> reqwest::Result<Self> {
-        let http = reqwest::Client::builder()
+        Self::with_egress(timeout, EgressGuard::default())
+    }
+
+    /// A client under `egress`: names resolve through its [`PolicyResolver`](super::egress::PolicyResolver),
+    /// or, with `HOOKRELAY_EGRESS_PROXY`, everything goes through the proxy (which
+    /// resolves names itself; the operator chose it, so its own address is not checked).
+    pub fn with_egress(timeout: Duration, egress: EgressGuard) -> reqwest::Result<Self> {
+        let builder = reqwest::Client::builder()
             .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Self { http })
+            .tcp_nodelay(true);
+        let builder = match egress.proxy() {
+            Some(proxy) => builder.proxy(reqwest::Proxy::all(proxy)?),
+            None => builder.no_proxy().dns_resolver(egress.resolver()),
+        };
+        Ok(Self {
+            http: builder.build()?,
+            egress,
+        })
     }
 
     /// Makes one attempt; never fails, every failure is a classified report.
@@ -54,6 +70,10 @@ impl DeliveryClient {
         payload: Bytes,
         now_unix_s: i64,
     ) -> AttemptReport {
+        // IP-literal URLs never reach the resolver: check them (and the scheme) here.
+        if let Err(refused) = self.egress.check_before_send(endpoint.url.as_str()) {
+            return report(AttemptOutcome::ConnectError, None, Some(refused.to_string()), None);
+        }
         let signature = signature_header(
             endpoint.signing_secrets(now_unix_s.saturating_mul(1000)),
             event_id.as_str(),

@@ -1,7 +1,9 @@
 //! Delivery: one signed HTTP attempt to one endpoint, and what became of it.
 
 mod client;
+pub mod egress;
 mod signing;
 
 pub use client::{AttemptReport, DeliveryClient};
+pub use egress::{EgressGuard, EgressPolicy};
 pub use signing::{sign, signature_header};

@@ -22,9 +22,10 @@ use crate::store::{AcceptOutcome, Store};
     responses((status = 202, description = "stored durably; deliveries queued", body = crate::admin::IngestAccepted),
               (status = 200, description = "duplicate of an earlier event (same id); nothing new queued", body = crate::admin::IngestAccepted),
               (status = 400, description = "invalid_json or invalid_idempotency_key", body = crate::admin::ErrorBody),
-              (status = 401, description = "missing or wrong token", body = crate::admin::ErrorBody),
+              (status = 401, description = "missing or wrong token (unauthorized); for a merchant that verifies its provider's signatures, invalid_signature or signature_expired", body = crate::admin::ErrorBody),
               (status = 404, description = "unknown merchant", body = crate::admin::ErrorBody),
               (status = 413, description = "body over HOOKRELAY_MAX_PAYLOAD_BYTES", body = crate::admin::ErrorBody),
+              (status = 429, description = "rate_limited: over HOOKRELAY_INGEST_RATE_PER_SECOND for this merchant; see Retry-After", body = crate::admin::ErrorBody),
               (status = 503, description = "the store could not make the event durable, or the gateway is stopping", body = crate::admin::ErrorBody)))]
 #[tracing::instrument(name = "ingest", skip_all, fields(merchant_id = %path.as_str(), event_id))]
 #[allow(clippy::too_many_arguments)] // one extractor per piece of app state
@@ -85,6 +86,12 @@ async fn accept(
             ))
         }
     }
+    // After authentication (strangers cannot spend a merchant's budget), before
+    // anything is read or stored.
+    config
+        .ingest_limiter
+        .check(&merchant_id)
+        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
 
     if !config.disk.has_room() {
         return Err(ApiError::client(
@@ -105,6 +112,9 @@ async fn accept(
             "the body did not arrive within HOOKRELAY_INGEST_READ_TIMEOUT_MS",
         )
     })??;
+    if let Some(verification) = &merchant.verification {
+        super::verify::verify_request(request, verification, &body)?;
+    }
     let header_key = match request.headers().get("idempotency-key") {
         Some(value) => Some(value.to_str().map_err(|_| {
             ApiError::bad_request(

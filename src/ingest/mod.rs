@@ -2,6 +2,9 @@
 //! deduplicate, store the event with its deliveries durably, answer 202.
 
 pub(crate) mod handler;
+pub mod limits;
 mod request;
+pub mod verify;
 
 pub use handler::ingest_event;
+pub use limits::IngestLimiter;

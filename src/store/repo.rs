@@ -100,6 +100,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list_merchants(&self, page: PageRequest) -> Result<Page<Merchant>, StoreError>;
     /// Deletes the merchant with its endpoints, events and deliveries.
     async fn delete_merchant(&self, id: &MerchantId) -> Result<bool, StoreError>;
+    /// Applies `update` atomically and returns the merchant as stored; `NotFound` when gone.
+    async fn update_merchant(
+        &self,
+        id: &MerchantId,
+        update: &crate::domain::MerchantUpdate,
+    ) -> Result<Merchant, StoreError>;
 
     // Endpoints.
     /// Fails with `LimitReached` when the merchant already has `limit` endpoints.
@@ -170,4 +176,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// A delivery, for tests and the admin API.
     async fn get_delivery(&self, event: &EventId, endpoint: &EndpointId) -> Result<Option<Delivery>, StoreError>;
+
+    // Admin tokens (kept as their SHA-256 only) and the audit log.
+    /// Stores a token; `AlreadyExists` when its name (or hash) is taken.
+    async fn create_admin_token(&self, token: &crate::domain::AdminToken) -> Result<(), StoreError>;
+    /// The token whose SHA-256 is `hash`.
+    async fn find_admin_token(
+        &self,
+        hash: &crate::domain::TokenHash,
+    ) -> Result<Option<crate::domain::AdminToken>, StoreError>;
+    /// Every stored token, by name.
+    async fn list_admin_tokens(&self) -> Result<Vec<crate::domain::AdminToken>, StoreError>;
+    async fn delete_admin_token(&self, name: &crate::domain::TokenName) -> Result<bool, StoreError>;
+    /// Appends to the audit log. A change is durable when this returns. A refusal
+    /// (401/403) is not waited on, and only the newest `keep_refusals` refusals are
+    /// kept: a flood of bad tokens must cost no fsyncs, not grow the store, and not
+    /// push the record of changes out.
+    async fn append_audit(&self, entry: &crate::domain::AuditEntry, keep_refusals: usize) -> Result<(), StoreError>;
+    /// The audit log, changes and refusals together, newest first.
+    async fn list_audit(&self, page: PageRequest) -> Result<Page<crate::domain::AuditEntry>, StoreError>;
 }

@@ -8,8 +8,10 @@
 //! Leases live in memory: sled admits one process, and a crash of that process ends
 //! all its leases at once, which is exactly what lease expiry would do.
 
+mod access;
 mod durability;
 mod keys;
+mod sealed;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -25,16 +27,18 @@ use sled::Transactional as _;
 
 use self::durability::Durability;
 use super::repo::{AcceptOutcome, Claim, Claimed, Disposition, Page, PageRequest, Store, StoreError};
+use crate::domain::MerchantUpdate;
 use crate::domain::{
     Attempt, Delivery, DeliveryStatus, Endpoint, EndpointId, Event, EventId, Merchant, MerchantId, UnixMillis,
 };
+use crate::secrets::SecretCipher;
 
 /// The file in the data directory that names its layout (see `keys.rs`).
 const FORMAT_FILE: &str = "FORMAT";
 /// The layout this build reads and writes.
 const FORMAT: &str = "hookrelay-sled 1";
 /// Files hookrelay may create in a data directory before the store.
-const OWN_FILES: &[&str] = &["admin_token", FORMAT_FILE];
+const OWN_FILES: &[&str] = &["admin_token", crate::secrets::KEY_FILE, FORMAT_FILE];
 /// How often sled writes its buffers out on its own (not an fsync).
 const FLUSH_EVERY_MS: u64 = 500;
 
@@ -64,12 +68,16 @@ struct Inner {
     depth: AtomicI64,
     /// Serialises endpoint creation so the per-merchant limit cannot be overrun.
     endpoint_writes: Mutex<()>,
+    /// Admin tokens (hashes only) and the audit log.
+    access: access::AccessTrees,
+    /// Seals the secrets of merchants and endpoints on write, opens them on read.
+    cipher: SecretCipher,
 }
 
 impl SledStore {
-    pub async fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+    pub async fn open(dir: &Path, cache_bytes: u64, cipher: SecretCipher) -> Result<Self, StoreError> {
         let dir = dir.to_owned();
-        tokio::task::spawn_blocking(move || Self::open_blocking(dir, cache_bytes))
+        let store = tokio::task::spawn_blocking(move || Self::open_blocking(dir, cache_bytes, cipher))
             .await
             .map_err(|e| {
                 // sled panics on some kinds of damage instead of returning an error.
@@ -81,10 +89,13 @@ impl SledStore {
                 StoreError::Incompatible(format!(
                     "the sled database could not be read; it may be damaged ({cause})"
                 ))
-            })?
+            })??;
+        // The key check, and secrets sealed at this start, are durable before use.
+        store.inner.durability.barrier().await?;
+        Ok(store)
     }
 
-    fn open_blocking(dir: PathBuf, cache_bytes: u64) -> Result<Self, StoreError> {
+    fn open_blocking(dir: PathBuf, cache_bytes: u64, cipher: SecretCipher) -> Result<Self, StoreError> {
         check_data_dir(&dir)?;
         let db = sled::Config::new()
             .path(&dir)
@@ -99,6 +110,8 @@ impl SledStore {
                 other => StoreError::backend("opening the sled database", other),
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| StoreError::backend("opening a tree", e));
+        // First of all: a store sealed with another key must not open.
+        sealed::check_key(&db, &tree("merchants")?, &tree("endpoints")?, &cipher)?;
         let durability =
             Durability::start(db.clone(), &dir).map_err(|e| StoreError::backend("starting the commit thread", e))?;
         let inner = Inner {
@@ -116,6 +129,8 @@ impl SledStore {
             unsynced: Mutex::new(HashSet::new()),
             depth: AtomicI64::new(0),
             endpoint_writes: Mutex::new(()),
+            access: access::AccessTrees::open(&db)?,
+            cipher,
             db,
         };
         inner.depth.store(inner.queue.len() as i64, Ordering::Relaxed);
@@ -207,7 +222,7 @@ impl SledStore {
 
 /// Makes sure `dir` is a hookrelay data directory of this format, or an empty one
 /// (which it then marks). Anything else is refused rather than opened over.
-fn check_data_dir(dir: &Path) -> Result<(), StoreError> {
+pub(super) fn check_data_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::backend("creating the data directory", e))?;
     let format_path = dir.join(FORMAT_FILE);
     match std::fs::read_to_string(&format_path) {
@@ -405,7 +420,11 @@ impl Store for SledStore {
         self.write(move |s| {
             let swapped = s
                 .merchants
-                .compare_and_swap(merchant.id.as_str(), None as Option<&[u8]>, Some(encode(&merchant)))
+                .compare_and_swap(
+                    merchant.id.as_str(),
+                    None as Option<&[u8]>,
+                    Some(sealed::encode_merchant(&s.cipher, &merchant)),
+                )
                 .map_err(sled_err("creating a merchant"))?;
             swapped.map_err(|_| StoreError::AlreadyExists)
         })
@@ -416,7 +435,7 @@ impl Store for SledStore {
         let id = id.clone();
         self.run(move |s| {
             let raw = s.merchants.get(id.as_str()).map_err(sled_err("reading a merchant"))?;
-            raw.map(|raw| decode(&raw)).transpose()
+            raw.map(|raw| sealed::decode_merchant(&s.cipher, &raw)).transpose()
         })
         .await
     }
@@ -427,7 +446,18 @@ impl Store for SledStore {
                 Some(after) => s.merchants.range(keys::prefix_end(after.as_bytes())..),
                 None => s.merchants.range::<&[u8], _>(..),
             };
-            collect_page(scan, page.limit, |_: &Merchant| true, |_, m| m.id.to_string())
+            let page = collect_page(
+                scan,
+                page.limit,
+                |_: &serde_json::Value| true,
+                |key, _| String::from_utf8_lossy(key).into_owned(),
+            )?;
+            let items = page
+                .items
+                .into_iter()
+                .map(|value| sealed::merchant_from_value(&s.cipher, value))
+                .collect::<Result<_, _>>()?;
+            Ok(Page { items, next: page.next })
         })
         .await
     }
@@ -447,7 +477,7 @@ impl Store for SledStore {
             let prefix = keys::merchant_prefix(&id);
             for entry in s.endpoints.scan_prefix(&prefix) {
                 let (key, raw) = entry.map_err(sled_err("scanning endpoints"))?;
-                let endpoint: Endpoint = decode(&raw)?;
+                let endpoint = sealed::decode_endpoint(&s.cipher, &raw)?;
                 s.retire_endpoint_queue(&endpoint.id, now)?;
                 s.endpoints.remove(key).map_err(sled_err("deleting an endpoint"))?;
             }
@@ -463,6 +493,31 @@ impl Store for SledStore {
                     .map_err(sled_err("deleting a dedupe key"))?;
             }
             Ok(true)
+        })
+        .await
+    }
+
+    async fn update_merchant(&self, id: &MerchantId, update: &MerchantUpdate) -> Result<Merchant, StoreError> {
+        let id = id.clone();
+        let update = update.clone();
+        self.write(move |s| loop {
+            // Compare-and-swap: a concurrent change is re-read and re-applied, never undone.
+            let Some(raw) = s.merchants.get(id.as_str()).map_err(sled_err("reading a merchant"))? else {
+                return Err(StoreError::NotFound);
+            };
+            let mut merchant = sealed::decode_merchant(&s.cipher, &raw)?;
+            update.apply_to(&mut merchant);
+            let swapped = s
+                .merchants
+                .compare_and_swap(
+                    id.as_str(),
+                    Some(raw),
+                    Some(sealed::encode_merchant(&s.cipher, &merchant)),
+                )
+                .map_err(sled_err("updating a merchant"))?;
+            if swapped.is_ok() {
+                return Ok(merchant);
+            }
         })
         .await
     }
@@ -485,7 +540,7 @@ impl Store for SledStore {
             }
             let key = keys::merchant_child(&endpoint.merchant_id, endpoint.id.as_str());
             s.endpoints
-                .insert(key, encode(&endpoint))
+                .insert(key, sealed::encode_endpoint(&s.cipher, &endpoint))
                 .map_err(sled_err("creating an endpoint"))?;
             Ok(())
         })
@@ -496,7 +551,7 @@ impl Store for SledStore {
         let key = keys::merchant_child(merchant, id.as_str());
         self.run(move |s| {
             let raw = s.endpoints.get(key).map_err(sled_err("reading an endpoint"))?;
-            raw.map(|raw| decode(&raw)).transpose()
+            raw.map(|raw| sealed::decode_endpoint(&s.cipher, &raw)).transpose()
         })
         .await
     }
@@ -508,7 +563,7 @@ impl Store for SledStore {
                 .endpoints
                 .scan_prefix(prefix)
                 .values()
-                .map(|raw| decode(&raw.map_err(sled_err("scanning endpoints"))?))
+                .map(|raw| sealed::decode_endpoint(&s.cipher, &raw.map_err(sled_err("scanning endpoints"))?))
                 .collect::<Result<_, _>>()?;
             // Ids are UUIDv7: sorting by id is sorting by creation time.
             endpoints.sort_by(|a, b| a.id.cmp(&b.id));
@@ -522,7 +577,7 @@ impl Store for SledStore {
             s.endpoints
                 .iter()
                 .values()
-                .map(|raw| decode(&raw.map_err(sled_err("scanning endpoints"))?))
+                .map(|raw| sealed::decode_endpoint(&s.cipher, &raw.map_err(sled_err("scanning endpoints"))?))
                 .collect()
         })
         .await
@@ -541,7 +596,7 @@ impl Store for SledStore {
                 return Err(StoreError::NotFound);
             }
             s.endpoints
-                .insert(key, encode(&endpoint))
+                .insert(key, sealed::encode_endpoint(&s.cipher, &endpoint))
                 .map_err(sled_err("updating an endpoint"))?;
             Ok(())
         })
@@ -648,7 +703,8 @@ impl Store for SledStore {
         self.run(move |s| {
             let start = match &page.after {
                 Some(after) => {
-                    let seq: u64 = after.parse().map_err(|e| StoreError::backend("paging attempts", e))?;
+                    // The handler checked it is a number; anything else starts past the end.
+                    let seq: u64 = after.parse().unwrap_or(u64::MAX);
                     keys::attempt(&event, seq.saturating_add(1))
                 }
                 None => keys::attempt(&event, 0),
@@ -966,5 +1022,40 @@ impl Store for SledStore {
             Ok(())
         })
         .await
+    }
+
+    async fn create_admin_token(&self, token: &crate::domain::AdminToken) -> Result<(), StoreError> {
+        let token = token.clone();
+        self.write(move |s| s.access.create_token(&token)).await
+    }
+
+    async fn find_admin_token(
+        &self,
+        hash: &crate::domain::TokenHash,
+    ) -> Result<Option<crate::domain::AdminToken>, StoreError> {
+        let hash = *hash;
+        self.run(move |s| s.access.find_token(&hash)).await
+    }
+
+    async fn list_admin_tokens(&self) -> Result<Vec<crate::domain::AdminToken>, StoreError> {
+        self.run(|s| s.access.list_tokens()).await
+    }
+
+    async fn delete_admin_token(&self, name: &crate::domain::TokenName) -> Result<bool, StoreError> {
+        let name = name.clone();
+        self.write(move |s| s.access.delete_token(&name)).await
+    }
+
+    async fn append_audit(&self, entry: &crate::domain::AuditEntry, keep_refusals: usize) -> Result<(), StoreError> {
+        let entry = entry.clone();
+        if entry.is_refusal() {
+            self.run(move |s| s.access.append_refusal(&entry, keep_refusals)).await
+        } else {
+            self.write(move |s| s.access.append_change(&entry)).await
+        }
+    }
+
+    async fn list_audit(&self, page: PageRequest) -> Result<Page<crate::domain::AuditEntry>, StoreError> {
+        self.run(move |s| s.access.list_audit(page)).await
     }
 }

@@ -482,3 +482,36 @@ impl TestApp {
         body["data"].as_array().expect("attempts data").clone()
     }
 }
+
+impl TestApp {
+    /// Stops, then starts a new gateway on the same data directory with `overrides`
+    /// instead of the ones it had (e.g. a setting that comes into force later).
+    pub async fn restart_with(mut self, overrides: &[(&str, &str)]) -> TestApp {
+        self.stop().await;
+        let overrides = overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        start(self.data_dir.clone(), overrides).await
+    }
+}
+
+impl TestApp {
+    /// The endpoint's current signing secret, from `POST …/reveal-secret` (reads do not show it).
+    pub async fn revealed_secret(&self, merchant: &str, endpoint_id: &str) -> Value {
+        let (status, body) = self
+            .post(
+                &format!("/api/v1/merchants/{merchant}/endpoints/{endpoint_id}/reveal-secret"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["secret"].clone()
+    }
+
+    /// `{"ingest_token", "ingest_url"}` from `POST /api/v1/merchants/{merchant}/reveal-token`.
+    pub async fn revealed_token(&self, merchant: &str) -> Value {
+        let (status, body) = self
+            .post(&format!("/api/v1/merchants/{merchant}/reveal-token"), json!({}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}

@@ -5,6 +5,7 @@ mod admin;
 mod crash;
 mod delivery;
 mod durability;
+mod fuzz;
 #[path = "../common/gateway.rs"]
 mod gateway;
 mod helpers;
@@ -13,5 +14,10 @@ mod maintenance;
 mod operations;
 mod process;
 mod retries;
+mod security_admin;
+mod security_egress;
+mod security_inbound;
+mod security_limits;
+mod security_secrets;
 mod smoke;
 mod store_contract;

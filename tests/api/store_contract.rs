@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hookrelay::domain::{AdminToken, AuditEntry, TokenHash, TokenName, TokenScope};
 use hookrelay::domain::{
     Attempt, AttemptOutcome, DeliveryStatus, Endpoint, EndpointId, EndpointSecret, EndpointUrl, Event, EventId,
     EventTypeFilter, IdempotencyKey, IngestToken, Merchant, MerchantId,
 };
+use hookrelay::secrets::{SecretCipher, SecretKey};
 use hookrelay::store::{AcceptOutcome, Claim, Disposition, PageRequest, SledStore, Store, StoreError};
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -17,8 +19,13 @@ const AHEAD: Duration = Duration::from_secs(3_600);
 
 async fn open_sled() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path(), 8 << 20).await.unwrap();
+    let store = SledStore::open(dir.path(), 8 << 20, cipher()).await.unwrap();
     (Arc::new(store), dir)
+}
+
+/// One fixed key, so a reopened store reads what it wrote.
+fn cipher() -> SecretCipher {
+    SecretCipher::new(&SecretKey::from_bytes([7; 32]))
 }
 
 fn merchant(id: &str) -> Merchant {
@@ -27,6 +34,7 @@ fn merchant(id: &str) -> Merchant {
         name: None,
         ingest_token: IngestToken::generate(),
         created_at: 1,
+        verification: None,
     }
 }
 
@@ -382,11 +390,152 @@ async fn events_list_newest_first_with_a_type_filter(store: &dyn Store) {
     assert_eq!(others.items.len(), 3);
 }
 
+fn admin_token(name: &str, scope: TokenScope, token: &str) -> AdminToken {
+    AdminToken {
+        name: TokenName::parse(name).unwrap(),
+        scope,
+        hash: TokenHash::of(token),
+        created_at: 1,
+    }
+}
+
+fn audit_entry(path: &str, status: u16) -> AuditEntry {
+    AuditEntry {
+        at: 1,
+        token_name: "ops".into(),
+        method: "POST".into(),
+        path: path.into(),
+        resource: Default::default(),
+        status,
+    }
+}
+
+async fn admin_tokens_are_found_by_hash_unique_by_name_and_deletable(store: &dyn Store) {
+    store
+        .create_admin_token(&admin_token("ops", TokenScope::Write, "hra_ops"))
+        .await
+        .unwrap();
+    store
+        .create_admin_token(&admin_token("dash", TokenScope::Read, "hra_dash"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_admin_token(&admin_token("ops", TokenScope::Read, "hra_other"))
+            .await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert!(matches!(
+        store
+            .create_admin_token(&admin_token("other", TokenScope::Read, "hra_ops"))
+            .await,
+        Err(StoreError::AlreadyExists)
+    ));
+    let found = store
+        .find_admin_token(&TokenHash::of("hra_dash"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.name.as_str(), found.scope), ("dash", TokenScope::Read));
+    assert!(store
+        .find_admin_token(&TokenHash::of("hra_das"))
+        .await
+        .unwrap()
+        .is_none());
+    let names: Vec<String> = store
+        .list_admin_tokens()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert_eq!(names, ["dash", "ops"]);
+
+    let dash = TokenName::parse("dash").unwrap();
+    assert!(store.delete_admin_token(&dash).await.unwrap());
+    assert!(!store.delete_admin_token(&dash).await.unwrap());
+    assert!(store
+        .find_admin_token(&TokenHash::of("hra_dash"))
+        .await
+        .unwrap()
+        .is_none());
+    // The name is free again, and the old token does not come back with it.
+    store
+        .create_admin_token(&admin_token("dash", TokenScope::Write, "hra_dash2"))
+        .await
+        .unwrap();
+    assert!(store
+        .find_admin_token(&TokenHash::of("hra_dash"))
+        .await
+        .unwrap()
+        .is_none());
+    let found = store
+        .find_admin_token(&TokenHash::of("hra_dash2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.scope, TokenScope::Write);
+}
+
+async fn the_audit_log_pages_newest_first_and_keeps_only_the_newest_refusals(store: &dyn Store) {
+    let appended = [("/c1", 201), ("/r1", 401), ("/c2", 204), ("/r2", 403), ("/r3", 401)];
+    for (path, status) in appended {
+        store.append_audit(&audit_entry(path, status), 2).await.unwrap();
+    }
+    let paths = |page: &hookrelay::store::Page<AuditEntry>| -> Vec<String> {
+        page.items.iter().map(|e| e.path.clone()).collect()
+    };
+    let all = store.list_audit(PageRequest { after: None, limit: 10 }).await.unwrap();
+    assert_eq!(
+        paths(&all),
+        ["/r3", "/r2", "/c2", "/c1"],
+        "r1 is the oldest refusal past 2"
+    );
+    assert!(all.next.is_none());
+
+    let first = store.list_audit(PageRequest { after: None, limit: 3 }).await.unwrap();
+    assert_eq!(paths(&first), ["/r3", "/r2", "/c2"]);
+    let rest = store
+        .list_audit(PageRequest {
+            after: first.next.clone(),
+            limit: 3,
+        })
+        .await
+        .unwrap();
+    assert_eq!(paths(&rest), ["/c1"]);
+    assert!(rest.next.is_none());
+    assert_eq!(rest.items[0], audit_entry("/c1", 201));
+}
+
+async fn admin_tokens_and_the_audit_log_survive_reopening(dir: &std::path::Path) {
+    {
+        let store = SledStore::open(dir, 8 << 20, cipher()).await.unwrap();
+        store
+            .create_admin_token(&admin_token("ops", TokenScope::Read, "hra_ops"))
+            .await
+            .unwrap();
+        store.append_audit(&audit_entry("/before", 201), 10).await.unwrap();
+        store.append_audit(&audit_entry("/refused", 401), 10).await.unwrap();
+        store.close().await.unwrap();
+    }
+    let store = SledStore::open(dir, 8 << 20, cipher()).await.unwrap();
+    assert!(store
+        .find_admin_token(&TokenHash::of("hra_ops"))
+        .await
+        .unwrap()
+        .is_some());
+    // Numbering goes on after the largest number stored, so new entries list first.
+    store.append_audit(&audit_entry("/after", 204), 10).await.unwrap();
+    let page = store.list_audit(PageRequest { after: None, limit: 10 }).await.unwrap();
+    let paths: Vec<&str> = page.items.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["/after", "/refused", "/before"]);
+}
+
 async fn state_survives_reopening(dir: &std::path::Path) {
     let ev_id;
     let e_id;
     {
-        let store = SledStore::open(dir, 8 << 20).await.unwrap();
+        let store = SledStore::open(dir, 8 << 20, cipher()).await.unwrap();
         let (m, e) = seeded(&store).await;
         let ev = event(&m, None, 1_000);
         store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
@@ -397,7 +546,7 @@ async fn state_survives_reopening(dir: &std::path::Path) {
         store.close().await.unwrap();
     }
     // close() released the database: it opens again at once.
-    let store = SledStore::open(dir, 8 << 20).await.unwrap();
+    let store = SledStore::open(dir, 8 << 20, cipher()).await.unwrap();
     assert_eq!(store.queue_depth().await.unwrap(), 1);
     let claims = store.claim_due(&e_id, 1_000, 1, LEASE, AHEAD).await.unwrap().claims;
     assert_eq!(claims.len(), 1);
@@ -430,10 +579,18 @@ contract!(
     deleting_an_endpoint_fails_its_pending_deliveries,
     deleting_a_merchant_removes_what_hangs_off_it,
     events_list_newest_first_with_a_type_filter,
+    admin_tokens_are_found_by_hash_unique_by_name_and_deletable,
+    the_audit_log_pages_newest_first_and_keeps_only_the_newest_refusals,
 );
 
 #[tokio::test]
 async fn sled_state_survives_reopening_and_leases_do_not() {
     let dir = tempfile::tempdir().unwrap();
     state_survives_reopening(dir.path()).await;
+}
+
+#[tokio::test]
+async fn sled_admin_tokens_and_the_audit_log_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    admin_tokens_and_the_audit_log_survive_reopening(dir.path()).await;
 }

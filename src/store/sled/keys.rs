@@ -4,8 +4,8 @@
 //!
 //! | tree         | key                                   | value            |
 //! |--------------|---------------------------------------|------------------|
-//! | `merchants`  | merchant                              | Merchant (JSON)  |
-//! | `endpoints`  | merchant 0x00 endpoint                | Endpoint (JSON)  |
+//! | `merchants`  | merchant                              | Merchant (JSON, secrets sealed) |
+//! | `endpoints`  | merchant 0x00 endpoint                | Endpoint (JSON, secrets sealed) |
 //! | `events`     | merchant 0x00 event                   | Event (JSON)     |
 //! | `payloads`   | event                                 | raw body         |
 //! | `dedupe`     | merchant 0x00 idempotency key         | event id         |
@@ -13,6 +13,14 @@
 //! | `queue`      | endpoint due(u64 BE ms) event         | merchant id      |
 //! | `failed`     | endpoint event                        | empty            |
 //! | `attempts`   | event seq(u64 BE)                     | Attempt (JSON)   |
+//! | `admin_tokens` | token name                          | AdminToken (JSON: name, scope, SHA-256 hex, created_at) |
+//! | `admin_token_hashes` | SHA-256 of the token (32 bytes) | token name     |
+//! | `audit`      | seq(u64 BE)                           | AuditEntry (JSON), changes |
+//! | `audit_refusals` | seq(u64 BE), shared with `audit`  | AuditEntry (JSON), 401/403, newest kept |
+//!
+//! Admin tokens themselves are never stored, only their SHA-256 (`sled/access.rs`).
+//! Ingest tokens and signing secrets are stored encrypted (`sled/sealed.rs`); the
+//! default tree holds `secret_key_check`, which recognises the key.
 
 use crate::domain::{EndpointId, EventId, MerchantId, UnixMillis};
 
