@@ -80,17 +80,18 @@ def main():
     if full:
         t0 = next((p["t_s"] for p in full["timeline"] if p["phase"] == "ingest"), 0.0)
         t, ingest = rates(full["timeline"], ("ingest", "deliver", "done"), "answered")
-        ax.plot([x - t0 for x in t], smooth(ingest), label="ingest 2xx/s")
+        ax.plot([x - t0 for x in t], smooth(ingest, 10), label="ingest 2xx/s")
         t, delivered = rates(full["timeline"], ("ingest", "deliver", "done"), "arrived")
-        ax.plot([x - t0 for x in t], smooth(delivered), label="deliveries/s at the sink")
+        ax.plot([x - t0 for x in t], smooth(delivered, 10), label="deliveries/s at the sink")
         if full.get("limit"):
             ax.axhline(full["limit"]["rate_per_s"], color="grey", ls="--", label="limit: sink alone (req/s)")
         ax.axhline(5000, color="tab:blue", ls=":", lw=1, label="target ingest 5,000/s")
         ax.axhline(20000, color="tab:orange", ls=":", lw=1, label="target deliveries 20,000/s")
-        ax.set_title(f"{label(full)}: throughput over time (0.5 s moving average)")
+        ax.set_title(f"{label(full)}: throughput over time (1 s moving average)")
         ax.set_xlabel("seconds since the first ingest")
         ax.set_ylabel("per second")
         ax.set_yscale("symlog", linthresh=100)
+        ax.set_ylim(bottom=0)
         ax.legend(fontsize=8, loc="upper right")
         ax.grid(alpha=0.3)
     else:

@@ -83,6 +83,8 @@ impl Gateway {
             .env("HOOKRELAY_DATA_DIR", &data_dir)
             .env("HOOKRELAY_ADMIN_TOKEN", &admin_token)
             .env("HOOKRELAY_LOG", "warn")
+            // The benchmark measures throughput: no per-merchant ingest rate limit.
+            .env("HOOKRELAY_INGEST_RATE_PER_SECOND", "0")
             .env("HOOKRELAY_SHUTDOWN_GRACE_MS", "5000")
             .env_remove("HOOKRELAY_PUBLIC_URL")
             .stdin(Stdio::null())
