@@ -282,7 +282,7 @@ pub async fn update_endpoint(
     }
     endpoint.updated_at = now_ms();
     store.update_endpoint(&endpoint).await?;
-    dispatcher.wake(&endpoint.merchant_id, &endpoint.id);
+    dispatcher.endpoint_changed(&endpoint.merchant_id, &endpoint.id);
     tracing::info!(merchant_id = %endpoint.merchant_id, endpoint_id = %endpoint.id, "endpoint updated");
     Ok(HttpResponse::Ok().json(EndpointView::from(endpoint)))
 }
@@ -299,7 +299,7 @@ pub async fn delete_endpoint(
     if !store.delete_endpoint(&merchant.id, &endpoint.id).await? {
         return Err(ApiError::not_found("endpoint"));
     }
-    dispatcher.wake(&merchant.id, &endpoint.id);
+    dispatcher.endpoint_changed(&merchant.id, &endpoint.id);
     tracing::info!(merchant_id = %merchant.id, endpoint_id = %endpoint.id, "endpoint deleted");
     Ok(HttpResponse::NoContent().finish())
 }
@@ -312,6 +312,7 @@ pub async fn rotate_secret(
     path: web::Path<(String, String)>,
     body: web::Bytes,
     store: web::Data<dyn Store>,
+    dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, mut endpoint) = find_endpoint(&**store, &path.0, &path.1).await?;
     let body: RotateSecret = optional_json(&body)?;
@@ -330,6 +331,7 @@ pub async fn rotate_secret(
     });
     endpoint.updated_at = now;
     store.update_endpoint(&endpoint).await?;
+    dispatcher.endpoint_changed(&endpoint.merchant_id, &endpoint.id);
     tracing::info!(merchant_id = %endpoint.merchant_id, endpoint_id = %endpoint.id, "endpoint secret rotated");
     Ok(HttpResponse::Ok().json(EndpointView::revealing(endpoint)))
 }

@@ -331,10 +331,18 @@ pub async fn rotate_token(
     params(("merchant_id" = String, Path)),
     responses((status = 204, description = "deleted with its endpoints, events and deliveries"),
               (status = 404, body = crate::admin::openapi::ErrorBody)))]
-pub async fn delete_merchant(path: web::Path<String>, store: web::Data<dyn Store>) -> Result<HttpResponse, ApiError> {
+pub async fn delete_merchant(
+    path: web::Path<String>,
+    store: web::Data<dyn Store>,
+    dispatcher: web::Data<crate::dispatcher::Dispatcher>,
+) -> Result<HttpResponse, ApiError> {
     let merchant = find_merchant(&**store, &path).await?;
+    let endpoints = store.list_endpoints(&merchant.id).await?;
     if !store.delete_merchant(&merchant.id).await? {
         return Err(ApiError::not_found("merchant"));
+    }
+    for endpoint in &endpoints {
+        dispatcher.endpoint_changed(&merchant.id, &endpoint.id);
     }
     tracing::info!(merchant_id = %merchant.id, "merchant deleted");
     Ok(HttpResponse::NoContent().finish())

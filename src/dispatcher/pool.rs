@@ -6,8 +6,9 @@
 //! claim is a lease in the store, and the attempt runs as its own task.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::step::{deliver_one, DispatchContext};
-use crate::domain::{now_ms, EndpointId, MerchantId, UnixMillis};
+use crate::domain::{now_ms, Endpoint, EndpointId, MerchantId, UnixMillis};
 
 /// How long past the attempt timeout a lease lasts before another worker may
 /// take the delivery over.
@@ -23,6 +24,8 @@ const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// Slack on top of the longest retry delay before a schedule counts as written
 /// under a clock that has since gone back.
 const CLOCK_SLACK: Duration = Duration::from_secs(60);
+/// How long a worker trusts its copy of the endpoint when nothing signalled a change.
+const ENDPOINT_REFRESH: Duration = Duration::from_secs(5);
 /// Pause after a store error before a worker tries again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -45,6 +48,8 @@ struct Shared {
     stop: CancellationToken,
     /// Every worker task, so a stop can wait for them.
     tracker: TaskTracker,
+    /// Bumped on every endpoint change, so workers know to re-read their endpoint.
+    config_epoch: std::sync::atomic::AtomicU64,
     /// The runtime workers run on. `wake` is called from HTTP handlers, which run on
     /// actix's own per-thread runtimes; workers must not live (and die) there.
     runtime: tokio::runtime::Handle,
@@ -69,6 +74,7 @@ impl Dispatcher {
                 max_ahead,
                 stop,
                 tracker: TaskTracker::new(),
+                config_epoch: std::sync::atomic::AtomicU64::new(0),
                 runtime: tokio::runtime::Handle::current(),
             }),
         }
@@ -114,6 +120,15 @@ impl Dispatcher {
         );
     }
 
+    /// An endpoint's settings changed (URL, filter, secret, enabled, deleted): its
+    /// worker re-reads it before the next claim.
+    pub fn endpoint_changed(&self, merchant: &MerchantId, endpoint: &EndpointId) {
+        self.shared
+            .config_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.wake(merchant, endpoint);
+    }
+
     /// After the stop token fired: waits up to `grace` for attempts under way.
     /// Returns whether everything finished in time.
     pub async fn drain(&self, grace: Duration) -> bool {
@@ -125,7 +140,23 @@ impl Dispatcher {
 impl Shared {
     async fn run_until_stopped(&self, merchant: &MerchantId, endpoint_id: &EndpointId, signal: &Notify) {
         let mut in_flight = JoinSet::new();
+        // The endpoint as last read, the change epoch then, and when.
+        let mut cached: Option<(Arc<Endpoint>, u64, Instant)> = None;
         loop {
+            let epoch = self.config_epoch.load(std::sync::atomic::Ordering::SeqCst);
+            if let Some((endpoint, read_epoch, read_at)) = &cached {
+                if *read_epoch == epoch && read_at.elapsed() < ENDPOINT_REFRESH {
+                    let endpoint = endpoint.clone();
+                    if self
+                        .step(&endpoint, endpoint_id, &mut in_flight, signal)
+                        .await
+                        .is_break()
+                    {
+                        break;
+                    }
+                    continue;
+                }
+            }
             let endpoint = match self.ctx.store.get_endpoint(merchant, endpoint_id).await {
                 Ok(Some(endpoint)) => Arc::new(endpoint),
                 Ok(None) => break, // deleted
@@ -137,13 +168,35 @@ impl Shared {
                     continue;
                 }
             };
+            cached = Some((endpoint.clone(), epoch, Instant::now()));
+            if self
+                .step(&endpoint, endpoint_id, &mut in_flight, signal)
+                .await
+                .is_break()
+            {
+                break;
+            }
+        }
+        // Let attempts under way finish; the pool's drain bounds how long we wait.
+        while in_flight.join_next().await.is_some() {}
+    }
 
+    /// Claims what is due (within the free slots), starts the attempts, then sleeps
+    /// until something can change. `Break` when stopped.
+    async fn step(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        endpoint_id: &EndpointId,
+        in_flight: &mut JoinSet<()>,
+        signal: &Notify,
+    ) -> ControlFlow<()> {
+        {
             let mut next_due: Option<UnixMillis> = None;
             let free = self.endpoint_concurrency.saturating_sub(in_flight.len());
             if endpoint.enabled && free > 0 {
                 let first = tokio::select! {
                     permit = self.global.clone().acquire_owned() => permit.expect("semaphore never closed"),
-                    _ = self.stop.cancelled() => break,
+                    _ = self.stop.cancelled() => return ControlFlow::Break(()),
                 };
                 let mut permits = vec![first];
                 while permits.len() < free {
@@ -185,14 +238,13 @@ impl Shared {
                 .filter(|_| can_claim)
                 .map(|due| Duration::from_millis((due - now_ms()).max(0) as u64));
             tokio::select! {
-                _ = self.stop.cancelled() => break,
+                _ = self.stop.cancelled() => return ControlFlow::Break(()),
                 _ = signal.notified() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 _ = tokio::time::sleep(sleep_for.unwrap_or_default()), if sleep_for.is_some() => {}
             }
         }
-        // Let attempts under way finish; the pool's drain bounds how long we wait.
-        while in_flight.join_next().await.is_some() {}
+        ControlFlow::Continue(())
     }
 
     /// Sleeps unless stopped first; returns whether a stop came.
