@@ -35,11 +35,14 @@ fn main() -> ExitCode {
 
 fn serve(settings: Settings) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let stop = CancellationToken::new();
         hookrelay::shutdown::cancel_on_signal(stop.clone());
         let app = Application::build(settings, stop).await?;
         tracing::info!(port = app.port(), "hookrelay serving");
         app.run_until_stopped().await
-    })
+    });
+    // Do not wait on store calls a failed disk may have left stuck.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }

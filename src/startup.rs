@@ -24,6 +24,10 @@ use crate::ingest::{self, IngestLimiter};
 use crate::metrics::{self, Metrics};
 use crate::store::{self, DiskGuard, Store};
 
+/// How long a stop caused by a failed store waits for work under way.
+const STORE_FAILURE_GRACE: Duration = Duration::from_secs(2);
+/// How often the store's health is checked.
+const STORE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Largest admin request body.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
@@ -192,28 +196,60 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let mut server = tokio::spawn(self.server);
-        tokio::select! {
-            _ = self.stop.cancelled() => {}
-            result = &mut server => {
-                self.stop.cancel();
-                result.context("the HTTP server task failed")?.context("the HTTP server stopped")?;
+        let mut watchdog = tokio::time::interval(STORE_CHECK_EVERY);
+        let mut store_failure = None;
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                result = &mut server => {
+                    self.stop.cancel();
+                    result.context("the HTTP server task failed")?.context("the HTTP server stopped")?;
+                    break;
+                }
+                _ = watchdog.tick() => {
+                    if let Some(failure) = self.store.failure() {
+                        // A store that cannot make writes durable must not keep answering:
+                        // stop, and let the supervisor restart us once the cause is fixed.
+                        tracing::error!(%failure, "the store failed; stopping");
+                        store_failure = Some(failure);
+                        self.stop.cancel();
+                        break;
+                    }
+                }
             }
         }
         self.readiness.set(false);
-        let drained = self.dispatcher.drain(self.grace).await;
-        handle.stop(true).await;
+        // With a failed store, attempts and requests under way cannot finish properly:
+        // do not give them the grace period, the supervisor should restart us soon.
+        let grace = if store_failure.is_some() {
+            STORE_FAILURE_GRACE
+        } else {
+            self.grace
+        };
+        let drained = self.dispatcher.drain(grace).await;
+        handle.stop(store_failure.is_none()).await;
         if !drained {
             tracing::warn!(
-                grace_ms = self.grace.as_millis() as u64,
+                grace_ms = grace.as_millis() as u64,
                 "attempts still running at the end of the grace period; they will be retried after restart"
             );
         }
-        if !server.is_finished() {
-            // The server task owns the app factories and their store handles.
-            let _ = server.await;
+        // The server task owns the app factories and their store handles; the
+        // retention loop holds one too. A failed store may leave either stuck.
+        let _ = tokio::time::timeout(grace, async {
+            if !server.is_finished() {
+                let _ = server.await;
+            }
+            let _ = self.retention.await;
+        })
+        .await;
+        let closed = tokio::time::timeout(grace, self.store.close()).await;
+        if let Some(failure) = store_failure {
+            anyhow::bail!("the store failed and cannot promise durability: {failure}");
         }
-        let _ = self.retention.await;
-        self.store.close().await.context("closing the store at shutdown")?;
+        closed
+            .map_err(|_| anyhow::anyhow!("closing the store did not finish within the grace period"))?
+            .context("closing the store at shutdown")?;
         tracing::info!("stopped");
         Ok(())
     }

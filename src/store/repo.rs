@@ -173,6 +173,9 @@ pub trait Store: Send + Sync + 'static {
     /// Syncs, then releases what the backend holds beyond this handle (sled: the
     /// commit thread and its database handle). Writes after this fail.
     async fn close(&self) -> Result<(), StoreError>;
+    /// Why the store can no longer promise durability (a sync failed or hung), if so.
+    /// The application stops on it rather than go on answering from such a store.
+    fn failure(&self) -> Option<String>;
 
     /// A delivery, for tests and the admin API.
     async fn get_delivery(&self, event: &EventId, endpoint: &EndpointId) -> Result<Option<Delivery>, StoreError>;

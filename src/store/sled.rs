@@ -38,7 +38,12 @@ const FORMAT_FILE: &str = "FORMAT";
 /// The layout this build reads and writes.
 const FORMAT: &str = "hookrelay-sled 1";
 /// Files hookrelay may create in a data directory before the store.
-const OWN_FILES: &[&str] = &["admin_token", crate::secrets::KEY_FILE, FORMAT_FILE];
+const OWN_FILES: &[&str] = &[
+    "admin_token",
+    crate::secrets::KEY_FILE,
+    FORMAT_FILE,
+    durability::LOGSIZE_FILE,
+];
 /// How often sled writes its buffers out on its own (not an fsync).
 const FLUSH_EVERY_MS: u64 = 500;
 
@@ -226,7 +231,7 @@ pub(super) fn check_data_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::backend("creating the data directory", e))?;
     let format_path = dir.join(FORMAT_FILE);
     match std::fs::read_to_string(&format_path) {
-        Ok(found) if found.trim() == FORMAT => Ok(()),
+        Ok(found) if found.trim() == FORMAT => check_log_intact(dir),
         Ok(found) => Err(StoreError::Incompatible(format!(
             "{} says {:?}; this build reads {FORMAT:?} (a data directory of another hookrelay version?)",
             format_path.display(),
@@ -252,6 +257,41 @@ pub(super) fn check_data_dir(dir: &Path) -> Result<(), StoreError> {
         }
         Err(e) => Err(StoreError::backend("reading the FORMAT file", e)),
     }
+}
+
+/// Refuses a data directory whose sled log is missing, empty or shorter than its
+/// recorded synced length: sled would open it as if the lost tail were a crash's torn
+/// write, and acknowledged events would be gone without a word.
+fn check_log_intact(dir: &Path) -> Result<(), StoreError> {
+    let log = dir.join("db");
+    let len = match std::fs::metadata(&log) {
+        Ok(meta) => meta.len(),
+        // FORMAT is written before sled creates its files: a first start cut short.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.join("conf").exists() => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StoreError::Incompatible(format!(
+                "{} is missing: the store is damaged",
+                log.display()
+            )))
+        }
+        Err(e) => return Err(StoreError::backend("reading the store's log file", e)),
+    };
+    if len == 0 && dir.join("conf").exists() {
+        return Err(StoreError::Incompatible(format!(
+            "{} is empty: the store is damaged",
+            log.display()
+        )));
+    }
+    let recorded = std::fs::read_to_string(dir.join(durability::LOGSIZE_FILE))
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    if let Some(recorded) = recorded.filter(|recorded| len < *recorded) {
+        return Err(StoreError::Incompatible(format!(
+            "{} has {len} bytes but had {recorded} synced: the store is damaged (truncated); restore it from a backup",
+            log.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Writes a small file atomically: temporary file, fsync, rename, fsync the directory.
@@ -1016,12 +1056,18 @@ impl Store for SledStore {
     }
 
     async fn close(&self) -> Result<(), StoreError> {
-        self.sync().await?;
+        if self.failure().is_none() {
+            self.sync().await?;
+        }
         self.run(|s| {
             s.durability.close();
             Ok(())
         })
         .await
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.inner.durability.failure()
     }
 
     async fn create_admin_token(&self, token: &crate::domain::AdminToken) -> Result<(), StoreError> {

@@ -122,3 +122,42 @@ async fn a_data_directory_that_is_not_ours_or_of_another_format_is_refused() {
     let message = format!("{error:#}");
     assert!(message.contains("hookrelay-sled 99"), "{message}");
 }
+
+#[tokio::test]
+async fn a_store_whose_log_was_cut_short_or_emptied_is_refused_not_opened_with_events_missing() {
+    let mut app = crate::helpers::spawn_app().await;
+    let merchant = app.create_merchant("acme").await;
+    for i in 0..30 {
+        let (status, _) = app.ingest(&merchant, &format!(r#"{{"id":"e{i}","type":"t"}}"#)).await;
+        assert_eq!(status, 202);
+    }
+    app.stop().await;
+    let dir = app.data_dir.path().to_owned();
+    let log = dir.join("db");
+    let len = std::fs::metadata(&log).unwrap().len();
+    assert!(dir.join("LOGSIZE").exists(), "a clean stop records the log length");
+
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let error = Application::build(settings_on(&dir), CancellationToken::new())
+        .await
+        .err()
+        .unwrap();
+    assert!(format!("{error:#}").contains("truncated"), "{error:#}");
+
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let error = Application::build(settings_on(&dir), CancellationToken::new())
+        .await
+        .err()
+        .unwrap();
+    assert!(format!("{error:#}").contains("is empty"), "{error:#}");
+}

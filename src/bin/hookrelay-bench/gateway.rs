@@ -83,13 +83,17 @@ impl Gateway {
             .env("HOOKRELAY_DATA_DIR", &data_dir)
             .env("HOOKRELAY_ADMIN_TOKEN", &admin_token)
             .env("HOOKRELAY_LOG", "warn")
-            // The benchmark measures throughput: no per-merchant ingest rate limit.
-            .env("HOOKRELAY_INGEST_RATE_PER_SECOND", "0")
             .env("HOOKRELAY_SHUTDOWN_GRACE_MS", "5000")
             .env_remove("HOOKRELAY_PUBLIC_URL")
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("log file")?)
             .stderr(log);
+        // The benchmark measures throughput: no per-merchant ingest rate limit. Only
+        // set where the binary knows the setting (it refuses unknown ones), so older
+        // builds can be measured too.
+        if supports_setting(&binary, "HOOKRELAY_INGEST_RATE_PER_SECOND") {
+            command.env("HOOKRELAY_INGEST_RATE_PER_SECOND", "0");
+        }
         for (key, value) in &options.env {
             command.env(key, value);
         }
@@ -269,6 +273,15 @@ pub fn metric_sum(text: &str, name: &str, label_filter: Option<&str>) -> Option<
         }
     }
     found
+}
+
+/// Whether `hookrelay --help` (which lists every setting) names this one.
+fn supports_setting(binary: &Path, name: &str) -> bool {
+    Command::new(binary)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(name))
 }
 
 /// The last lines of a log, for error messages.

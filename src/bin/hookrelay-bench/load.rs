@@ -264,9 +264,24 @@ async fn send_one(shared: &Shared, seq: u64, sent_ns: u64, scheduled_ns: Option<
         }
         Err(error) => {
             out.errors += 1;
-            out.first_problem.get_or_insert_with(|| format!("{error:#}"));
+            out.first_problem.get_or_insert_with(|| describe(error));
         }
     }
+}
+
+/// A client error with its causes, without the URL (ingest URLs carry the token).
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    // Bounded: error chains are a few links long.
+    for _ in 0..8 {
+        let Some(cause) = source else { break };
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `event_id` of a 2xx ingest answer; a `duplicate` answer names the first event, whose

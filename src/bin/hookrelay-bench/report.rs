@@ -247,7 +247,11 @@ pub fn render_table(report: &Report) -> String {
             "ingest non-2xx / errors",
             format!("{failed} of {}", ingest.attempted),
             None,
-            &ingest.first_problem.clone().unwrap_or_default(),
+            &ingest
+                .first_problem
+                .as_deref()
+                .map(|p| format!("first: {}", p.chars().take(90).collect::<String>()))
+                .unwrap_or_default(),
         );
     }
     let backlog = report.mode == "backlog";

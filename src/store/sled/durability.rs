@@ -5,12 +5,21 @@
 //! flushes the device cache nor syncs blob files (values above ~128 KiB are written to
 //! `blobs/` without any sync). So after `flush()` this thread calls `fdatasync` on the
 //! log file and `fsync` on every blob file it has not synced yet, plus their directory.
+//!
+//! A sync that fails or hangs (a full disk can leave sled stuck inside `flush`) marks
+//! the store failed: callers get an error after `BARRIER_TIMEOUT`, and the application
+//! stops with a clear message instead of serving a store it cannot trust.
+//!
+//! Every few seconds the thread also records the log's synced length in `LOGSIZE`.
+//! sled's log never shrinks, so a `db` shorter than that at start-up has been cut,
+//! and is refused rather than silently opened with events missing.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -18,11 +27,21 @@ use crate::store::StoreError;
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
+/// Longest a caller waits for its write to become durable. A healthy fsync takes
+/// milliseconds; a provider gives up on us long before this anyway.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the synced log length is recorded.
+const LOGSIZE_EVERY: Duration = Duration::from_secs(5);
+/// The file in the data directory holding the last recorded log length.
+pub const LOGSIZE_FILE: &str = "LOGSIZE";
+
 /// Handle to the commit thread.
 pub struct Durability {
     /// `None` once closed.
     requests: Mutex<Option<mpsc::Sender<Waiter>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set once a sync failed or hung: the store can no longer promise durability.
+    failure: Arc<OnceLock<String>>,
 }
 
 impl Durability {
@@ -30,11 +49,15 @@ impl Durability {
         let log = File::open(dir.join("db"))?;
         sync_dir(dir)?;
         let (requests, queue) = mpsc::channel::<Waiter>();
+        let failure: Arc<OnceLock<String>> = Arc::default();
+        let thread_failure = failure.clone();
         let mut syncer = Syncer {
             db,
             log,
+            dir: dir.to_owned(),
             blobs_dir: dir.join("blobs"),
             synced_blobs: HashSet::new(),
+            logsize_written: (0, Instant::now()),
         };
         let thread = std::thread::Builder::new()
             .name("hookrelay-commit".into())
@@ -46,16 +69,27 @@ impl Durability {
                     let result = syncer.sync().map_err(|e| e.to_string());
                     if let Err(error) = &result {
                         tracing::error!(%error, waiters = waiters.len(), "making writes durable failed");
+                        let _ = thread_failure.set(error.clone());
                     }
                     for waiter in waiters {
                         let _ = waiter.send(result.clone());
                     }
                 }
+                // Closed: the last sync ran, so the log length is the final one.
+                if thread_failure.get().is_none() {
+                    syncer.record_log_size(true);
+                }
             })?;
         Ok(Self {
             requests: Mutex::new(Some(requests)),
             thread: Mutex::new(Some(thread)),
+            failure,
         })
+    }
+
+    /// Why the store can no longer be trusted, once a sync failed or hung.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.get().cloned()
     }
 
     /// Returns once every write made before the call is on disk.
@@ -68,19 +102,30 @@ impl Durability {
         if !sent {
             return Err(StoreError::backend("making writes durable", "the store is closed"));
         }
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(StoreError::backend("making writes durable", message)),
-            Err(_) => Err(StoreError::backend("making writes durable", "commit thread stopped")),
+        match tokio::time::timeout(BARRIER_TIMEOUT, wait).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(message))) => Err(StoreError::backend("making writes durable", message)),
+            Ok(Err(_)) => Err(StoreError::backend("making writes durable", "commit thread stopped")),
+            Err(_) => {
+                let message = format!(
+                    "a sync did not finish within {} s (disk full or failing?)",
+                    BARRIER_TIMEOUT.as_secs()
+                );
+                let _ = self.failure.set(message.clone());
+                Err(StoreError::backend("making writes durable", message))
+            }
         }
     }
 
     /// Stops the thread after it has served every request made before, and waits
     /// for it, so that its handle on the database is gone when this returns.
+    /// A thread stuck in a failed sync is left behind (the process is ending anyway).
     pub fn close(&self) {
         drop(self.requests.lock().expect("commit channel poisoned").take());
         if let Some(thread) = self.thread.lock().expect("commit thread poisoned").take() {
-            let _ = thread.join();
+            if self.failure.get().is_none() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -89,7 +134,10 @@ struct Syncer {
     db: sled::Db,
     /// sled's log file, `<dir>/db`.
     log: File,
+    dir: PathBuf,
     blobs_dir: PathBuf,
+    /// Log length last recorded in `LOGSIZE`, and when.
+    logsize_written: (u64, Instant),
     /// Blob files already fsync'd (blob files are written once and never changed).
     synced_blobs: HashSet<std::ffi::OsString>,
 }
@@ -98,7 +146,28 @@ impl Syncer {
     fn sync(&mut self) -> std::io::Result<()> {
         self.db.flush().map_err(std::io::Error::other)?;
         self.log.sync_data()?;
-        self.sync_new_blobs()
+        self.sync_new_blobs()?;
+        self.record_log_size(false);
+        Ok(())
+    }
+
+    /// Records the synced log length now and then. Not fsync'd: a lost or older
+    /// record only makes the start-up check weaker, never wrong, as the log only grows.
+    fn record_log_size(&mut self, now: bool) {
+        let Ok(len) = self.log.metadata().map(|m| m.len()) else {
+            return;
+        };
+        let (written, at) = self.logsize_written;
+        if len == written || (!now && at.elapsed() < LOGSIZE_EVERY) {
+            return;
+        }
+        let tmp = self.dir.join(format!("{LOGSIZE_FILE}.tmp"));
+        let result =
+            std::fs::write(&tmp, len.to_string()).and_then(|_| std::fs::rename(&tmp, self.dir.join(LOGSIZE_FILE)));
+        match result {
+            Ok(()) => self.logsize_written = (len, Instant::now()),
+            Err(error) => tracing::warn!(%error, "could not record the log length"),
+        }
     }
 
     fn sync_new_blobs(&mut self) -> std::io::Result<()> {

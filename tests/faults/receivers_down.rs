@@ -1,0 +1,146 @@
+//! Receivers down for several retry intervals, then back: everything arrives, spread
+//! out by the retry jitter rather than in one burst, and the gauges return to 0.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::gateway::Gateway;
+use crate::net::TcpReceiver;
+use crate::report::{pick, Row};
+use crate::support::{self, Ledger};
+
+const SENDERS: usize = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_down_for_several_retry_intervals_get_everything_without_a_retry_storm() {
+    let _load = support::exclusive().await;
+    let events = pick(200, 1000);
+    let down_for = Duration::from_secs(pick(6, 30));
+    let mut row = Row::new(
+        &format!(
+            "Receivers down {} s (retry 250 ms doubling to 2 s), {events} events x 2 endpoints",
+            down_for.as_secs()
+        ),
+        "all delivered after recovery; arrivals spread by jitter (no burst); queue_depth and in_flight back to 0",
+    );
+    let first = TcpReceiver::healthy().await;
+    let second = TcpReceiver::healthy().await;
+    let gateway = Gateway::new()
+        .env("HOOKRELAY_RETRY_INITIAL_MS", "250")
+        .env("HOOKRELAY_RETRY_MAX_MS", "2000")
+        .env("HOOKRELAY_RETRY_MAX_ATTEMPTS", "200")
+        .env("HOOKRELAY_DELIVERY_TIMEOUT_MS", "2000");
+    let process = Arc::new(gateway.start().await);
+    let (ingest_url, _) =
+        support::setup_merchant(&process, &[(&[], first.url("/one")), (&[], second.url("/two"))]).await;
+    first.go_down();
+    second.go_down();
+
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|sender| {
+            let (process, url, ledger) = (process.clone(), ingest_url.clone(), ledger.clone());
+            tokio::spawn(async move {
+                for n in (sender..events).step_by(SENDERS) {
+                    let body = support::event_body(&format!("e{n}"), Some("order.paid"), 100);
+                    support::send_one(&process, &url, &body, &ledger).await;
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let acked: BTreeSet<String> = ledger.lock().unwrap().acked.keys().cloned().collect();
+    row.check(
+        acked.len() == events,
+        format!("only {} of {events} ingests were acknowledged", acked.len()),
+    );
+    tokio::time::sleep(down_for).await;
+    let failed_attempts = process
+        .metric("hookrelay_delivery_attempts_total{outcome=\"connect_error\"}")
+        .await;
+    let depth_while_down = process.metric("hookrelay_queue_depth").await;
+    row.observe(format!(
+        "while down: {failed_attempts} connect_error attempts, queue_depth {depth_while_down}"
+    ));
+
+    let recovered = Instant::now();
+    first.come_back().await;
+    second.come_back().await;
+    let missing = support::wait_delivered(
+        &[("first", &first, acked.clone()), ("second", &second, acked.clone())],
+        Duration::from_secs(30),
+    )
+    .await;
+    let all_in = recovered.elapsed();
+    row.check(
+        missing.is_empty(),
+        format!(
+            "not delivered after recovery: {:?}",
+            missing.iter().map(|(k, v)| (k, v.len())).collect::<Vec<_>>()
+        ),
+    );
+
+    for (name, receiver) in [("first", &first), ("second", &second)] {
+        let mut arrivals: Vec<f64> = receiver
+            .received()
+            .iter()
+            .filter(|r| r.at >= recovered)
+            .map(|r| r.at.duration_since(recovered).as_secs_f64() * 1000.0)
+            .collect();
+        arrivals.sort_by(f64::total_cmp);
+        let busiest = busiest_window(&arrivals, 10.0);
+        let share = busiest as f64 / arrivals.len().max(1) as f64;
+        let (p5, p50, p95) = (
+            support::quantile(&arrivals, 0.05),
+            support::quantile(&arrivals, 0.5),
+            support::quantile(&arrivals, 0.95),
+        );
+        row.observe(format!(
+            "{name}: {} arrivals after recovery over {:.0} ms (p5 {p5:.0}, p50 {p50:.0}, p95 {p95:.0} ms after it), \
+             busiest 10 ms window {busiest} ({:.0}%)",
+            arrivals.len(),
+            arrivals.last().copied().unwrap_or(0.0),
+            share * 100.0
+        ));
+        row.check(
+            p95 - p5 >= 300.0,
+            format!("{name}: arrivals bunched: p5–p95 only {:.0} ms", p95 - p5),
+        );
+        row.check(
+            share <= 0.25,
+            format!("{name}: {busiest} arrivals within 10 ms: a retry storm"),
+        );
+        let extra = receiver.count().saturating_sub(events);
+        row.check(
+            extra <= events / 20,
+            format!("{name}: {extra} requests beyond one per event"),
+        );
+    }
+    row.observe(format!("everything in {:.1} s after recovery", all_in.as_secs_f64()));
+
+    let (depth, in_flight) = support::wait_gauges_zero(&process, Duration::from_secs(10)).await;
+    row.observe(format!(
+        "gauges after: queue_depth {depth}, deliveries_in_flight {in_flight}"
+    ));
+    row.check(
+        depth == 0.0 && in_flight == 0.0,
+        "queue_depth / deliveries_in_flight did not return to 0",
+    );
+    row.finish();
+}
+
+/// The most arrivals (sorted, in ms) within any window of `width` ms.
+fn busiest_window(sorted: &[f64], width: f64) -> usize {
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..sorted.len() {
+        while sorted[end] - sorted[start] > width {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
