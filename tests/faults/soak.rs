@@ -19,9 +19,10 @@ use crate::report::{pick, profile, Row};
 use crate::support;
 
 /// Events per second offered: 300 in the long profile (run it with `--release`); the
-/// quick one runs on the debug build, which delivers only about 300 attempts/s on 2 cores.
+/// quick one runs on the debug build, which delivers only about 300 attempts/s on 2 cores
+/// (less on a CI machine busy with other work): the quick rate leaves it ample headroom.
 fn rate() -> u64 {
-    pick(100, 300)
+    pick(50, 300)
 }
 /// Ingest requests in flight at most; beyond it a tick's sends are dropped (and counted).
 const MAX_IN_FLIGHT: usize = 128;
