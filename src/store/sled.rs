@@ -149,9 +149,19 @@ impl SledStore {
         F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || work(&inner))
+        let result = tokio::task::spawn_blocking(move || work(&inner))
             .await
-            .map_err(|e| StoreError::backend("running a store task", e))?
+            .map_err(|e| StoreError::backend("running a store task", e))?;
+        if let Err(error) = &result {
+            // sled keeps its first I/O error (ENOSPC, EIO) and fails or hangs from then
+            // on: such a store cannot be trusted again in this process.
+            if let Some(io) = sled_io_error(error) {
+                self.inner
+                    .durability
+                    .mark_failed(format!("a store operation failed: {io}"));
+            }
+        }
+        result
     }
 
     /// Runs a write, then waits until it is durable.
@@ -310,6 +320,17 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
+}
+
+/// The sled I/O error behind a store error, if that is what it is.
+fn sled_io_error(error: &StoreError) -> Option<String> {
+    let StoreError::Backend { source, .. } = error else {
+        return None;
+    };
+    match source.downcast_ref::<sled::Error>() {
+        Some(sled::Error::Io(io)) => Some(io.to_string()),
+        _ => None,
+    }
 }
 
 fn sled_err(context: &'static str) -> impl Fn(sled::Error) -> StoreError {

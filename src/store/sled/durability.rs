@@ -87,6 +87,13 @@ impl Durability {
         })
     }
 
+    /// Records that the store can no longer be trusted (the first reason wins).
+    pub fn mark_failed(&self, reason: String) {
+        if self.failure.set(reason.clone()).is_ok() {
+            tracing::error!(%reason, "the store failed");
+        }
+    }
+
     /// Why the store can no longer be trusted, once a sync failed or hung.
     pub fn failure(&self) -> Option<String> {
         self.failure.get().cloned()
