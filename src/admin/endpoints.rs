@@ -21,7 +21,8 @@ const MAX_DESCRIPTION_LEN: usize = 1024;
 /// How long a rotated-away secret keeps signing beside the new one.
 const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
 
-#[derive(Debug, Deserialize, ToSchema)]
+// No `Debug`: it carries a secret, which must never reach a log.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEndpoint {
     /// Absolute http(s) URL.
@@ -45,7 +46,8 @@ pub struct UpdateEndpoint {
     pub enabled: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+// No `Debug`: it carries a secret, which must never reach a log.
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
     /// The new secret; generated when absent.

@@ -16,7 +16,8 @@ use crate::store::{Store, StoreError};
 
 const MAX_NAME_LEN: usize = 200;
 
-#[derive(Debug, Deserialize, ToSchema)]
+// No `Debug`: it carries a secret, which must never reach a log.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMerchant {
     /// `[A-Za-z0-9_-]{1,64}`; generated when absent.
@@ -29,7 +30,8 @@ pub struct CreateMerchant {
 }
 
 /// A provider's signature scheme and its secret.
-#[derive(Debug, Deserialize, ToSchema)]
+// No `Debug`: it carries a secret, which must never reach a log.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerificationRequest {
     /// `standard_webhooks`, `stripe` or `hmac_sha256`.
@@ -63,7 +65,8 @@ impl VerificationRequest {
 }
 
 /// `PATCH /api/v1/merchants/{merchant_id}`: absent fields stay as they are.
-#[derive(Debug, Deserialize, ToSchema)]
+// No `Debug`: it carries a secret, which must never reach a log.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMerchant {
     /// `null` clears it.
