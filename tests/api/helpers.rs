@@ -216,6 +216,20 @@ pub struct Received {
 }
 
 impl Received {
+    /// What a receiver records of one request, at the moment it arrives.
+    fn capture(request: &HttpRequest, body: &[u8]) -> Self {
+        Self {
+            path: request.uri().to_string(),
+            headers: request
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                .collect(),
+            body: body.to_vec(),
+            at: Instant::now(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> &str {
         self.headers.get(name).map(String::as_str).unwrap_or("")
     }
@@ -281,16 +295,7 @@ impl Receiver {
                     let reply = {
                         let mut received = r.lock().unwrap();
                         let n = received.len();
-                        received.push(Received {
-                            path: request.uri().to_string(),
-                            headers: request
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                                .collect(),
-                            body: body.to_vec(),
-                            at: Instant::now(),
-                        });
+                        received.push(Received::capture(&request, &body));
                         let behaviour = b.lock().unwrap().clone();
                         behaviour(n)
                     };
@@ -404,16 +409,7 @@ impl Receiver {
                     let (status, headers) = {
                         let mut received = r.lock().unwrap();
                         let n = received.len();
-                        received.push(Received {
-                            path: request.uri().to_string(),
-                            headers: request
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                                .collect(),
-                            body: body.to_vec(),
-                            at: Instant::now(),
-                        });
+                        received.push(Received::capture(&request, &body));
                         b(n)
                     };
                     let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
