@@ -12,6 +12,7 @@ mod access;
 mod durability;
 mod keys;
 mod sealed;
+mod threads;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional as _;
 
 use self::durability::Durability;
+use self::threads::StoreThreads;
 use super::repo::{AcceptOutcome, Claim, Claimed, Disposition, Page, PageRequest, Store, StoreError};
 use crate::domain::MerchantUpdate;
 use crate::domain::{
@@ -77,6 +79,8 @@ struct Inner {
     access: access::AccessTrees,
     /// Seals the secrets of merchants and endpoints on write, opens them on read.
     cipher: SecretCipher,
+    /// Where every store call runs.
+    threads: StoreThreads,
 }
 
 impl SledStore {
@@ -136,22 +140,30 @@ impl SledStore {
             endpoint_writes: Mutex::new(()),
             access: access::AccessTrees::open(&db)?,
             cipher,
+            threads: StoreThreads::start(store_threads())
+                .map_err(|e| StoreError::backend("starting the store threads", e))?,
             db,
         };
         inner.depth.store(inner.queue.len() as i64, Ordering::Relaxed);
         Ok(Self { inner: Arc::new(inner) })
     }
 
-    /// Runs sled calls on the blocking pool: they may wait on disk.
+    /// Runs sled calls on the store threads: they may wait on disk.
     async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        let result = tokio::task::spawn_blocking(move || work(&inner))
+        let (reply, result) = tokio::sync::oneshot::channel();
+        if !self.inner.threads.submit(move || {
+            let _ = reply.send(work(&inner));
+        }) {
+            return Err(StoreError::backend("running a store task", "the store threads stopped"));
+        }
+        let result = result
             .await
-            .map_err(|e| StoreError::backend("running a store task", e))?;
+            .map_err(|_| StoreError::backend("running a store task", "the task panicked (see the log)"))?;
         if let Err(error) = &result {
             // sled keeps its first I/O error (ENOSPC, EIO) and fails or hangs from then
             // on: such a store cannot be trusted again in this process.
@@ -233,6 +245,12 @@ impl SledStore {
         })
         .await
     }
+}
+
+/// How many store threads: one per core, and two more so a thread waiting on the disk
+/// does not leave a core idle.
+fn store_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) + 2
 }
 
 /// Makes sure `dir` is a hookrelay data directory of this format, or an empty one

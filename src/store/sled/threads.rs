@@ -1,0 +1,49 @@
+//! The few threads that run sled calls.
+//!
+//! sled calls block (a page not in the cache is read from disk; a full log buffer waits
+//! for the writer), so they must not run on the async executors. `spawn_blocking` would
+//! do, but every actix worker has its own runtime with its own blocking pool of up to 512
+//! threads, and under load those pools grew to hundreds of threads all contending for
+//! sled's locks: most of the gateway's CPU went to futex handoffs and the scheduler
+//! (docs/benchmarks.md). A fixed handful of threads sharing one job queue keeps the work
+//! on as many threads as there are cores, plus a few to cover a thread waiting on disk.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{mpsc, Arc, Mutex};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Handle to the store threads. Dropping it lets them finish the queued jobs and exit.
+pub struct StoreThreads {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl StoreThreads {
+    pub fn start(count: usize) -> std::io::Result<Self> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..count.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("hookrelay-store-{n}"))
+                .spawn(move || loop {
+                    // One thread waits in `recv`, the others on the lock; a job is run
+                    // after the lock is released, so jobs run in parallel.
+                    let job = match queue.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    // sled panics on some kinds of damage: the caller sees its reply
+                    // channel dropped, and the thread lives on for the next job.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                })?;
+        }
+        Ok(Self { jobs })
+    }
+
+    /// Queues `job`; false once the threads are gone.
+    pub fn submit(&self, job: impl FnOnce() + Send + 'static) -> bool {
+        self.jobs.send(Box::new(job)).is_ok()
+    }
+}
