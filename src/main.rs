@@ -6,6 +6,11 @@ use hookrelay::config::Settings;
 use hookrelay::startup::Application;
 use tokio_util::sync::CancellationToken;
 
+/// jemalloc: less CPU per allocation than glibc malloc, and less memory held than
+/// mimalloc in the same run (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
