@@ -9,6 +9,7 @@
 //! all its leases at once, which is exactly what lease expiry would do.
 
 mod access;
+mod cache;
 mod durability;
 mod keys;
 mod sealed;
@@ -26,6 +27,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional as _;
 
+use self::cache::SettingsCache;
 use self::durability::Durability;
 use self::threads::StoreThreads;
 use super::repo::{AcceptOutcome, Claim, Claimed, Disposition, Page, PageRequest, Store, StoreError};
@@ -81,6 +83,8 @@ struct Inner {
     cipher: SecretCipher,
     /// Where every store call runs.
     threads: StoreThreads,
+    /// Merchants and endpoint lists as last read, for ingest.
+    cache: SettingsCache,
 }
 
 impl SledStore {
@@ -142,6 +146,7 @@ impl SledStore {
             cipher,
             threads: StoreThreads::start(store_threads())
                 .map_err(|e| StoreError::backend("starting the store threads", e))?,
+            cache: SettingsCache::default(),
             db,
         };
         inner.depth.store(inner.queue.len() as i64, Ordering::Relaxed);
@@ -185,6 +190,17 @@ impl SledStore {
         let value = self.run(work).await?;
         self.inner.durability.barrier().await?;
         Ok(value)
+    }
+
+    /// A write to a merchant or its endpoints: the cached copies are forgotten after it.
+    async fn write_settings<T, F>(&self, merchant: &MerchantId, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let result = self.write(work).await;
+        self.inner.cache.forget(merchant);
+        result
     }
 
     /// The atomic write of an event and its deliveries, then the durability barrier.
@@ -496,7 +512,8 @@ impl Inner {
 impl Store for SledStore {
     async fn create_merchant(&self, merchant: &Merchant) -> Result<(), StoreError> {
         let merchant = merchant.clone();
-        self.write(move |s| {
+        let id = merchant.id.clone();
+        self.write_settings(&id, move |s| {
             let swapped = s
                 .merchants
                 .compare_and_swap(
@@ -511,10 +528,18 @@ impl Store for SledStore {
     }
 
     async fn get_merchant(&self, id: &MerchantId) -> Result<Option<Merchant>, StoreError> {
+        if let Some(merchant) = self.inner.cache.merchant(id) {
+            return Ok(Some((*merchant).clone()));
+        }
         let id = id.clone();
         self.run(move |s| {
+            let read_at = s.cache.epoch();
             let raw = s.merchants.get(id.as_str()).map_err(sled_err("reading a merchant"))?;
-            raw.map(|raw| sealed::decode_merchant(&s.cipher, &raw)).transpose()
+            let merchant = raw.map(|raw| sealed::decode_merchant(&s.cipher, &raw)).transpose()?;
+            if let Some(merchant) = &merchant {
+                s.cache.keep_merchant(read_at, merchant);
+            }
+            Ok(merchant)
         })
         .await
     }
@@ -543,7 +568,7 @@ impl Store for SledStore {
 
     async fn delete_merchant(&self, id: &MerchantId) -> Result<bool, StoreError> {
         let id = id.clone();
-        self.write(move |s| {
+        self.write_settings(&id.clone(), move |s| {
             let now = crate::domain::now_ms();
             // Remove the merchant first so ingest stops, then what hung off it.
             if s.merchants
@@ -579,7 +604,7 @@ impl Store for SledStore {
     async fn update_merchant(&self, id: &MerchantId, update: &MerchantUpdate) -> Result<Merchant, StoreError> {
         let id = id.clone();
         let update = update.clone();
-        self.write(move |s| loop {
+        self.write_settings(&id.clone(), move |s| loop {
             // Compare-and-swap: a concurrent change is re-read and re-applied, never undone.
             let Some(raw) = s.merchants.get(id.as_str()).map_err(sled_err("reading a merchant"))? else {
                 return Err(StoreError::NotFound);
@@ -603,7 +628,7 @@ impl Store for SledStore {
 
     async fn create_endpoint(&self, endpoint: &Endpoint, limit: usize) -> Result<(), StoreError> {
         let endpoint = endpoint.clone();
-        self.write(move |s| {
+        self.write_settings(&endpoint.merchant_id.clone(), move |s| {
             let _guard = s.endpoint_writes.lock().expect("endpoint lock poisoned");
             if s.merchants
                 .get(endpoint.merchant_id.as_str())
@@ -636,8 +661,13 @@ impl Store for SledStore {
     }
 
     async fn list_endpoints(&self, merchant: &MerchantId) -> Result<Vec<Endpoint>, StoreError> {
+        if let Some(endpoints) = self.inner.cache.endpoints(merchant) {
+            return Ok(endpoints.to_vec());
+        }
         let prefix = keys::merchant_prefix(merchant);
+        let merchant = merchant.clone();
         self.run(move |s| {
+            let read_at = s.cache.epoch();
             let mut endpoints: Vec<Endpoint> = s
                 .endpoints
                 .scan_prefix(prefix)
@@ -646,6 +676,7 @@ impl Store for SledStore {
                 .collect::<Result<_, _>>()?;
             // Ids are UUIDv7: sorting by id is sorting by creation time.
             endpoints.sort_by(|a, b| a.id.cmp(&b.id));
+            s.cache.keep_endpoints(read_at, &merchant, &endpoints);
             Ok(endpoints)
         })
         .await
@@ -664,7 +695,7 @@ impl Store for SledStore {
 
     async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
         let endpoint = endpoint.clone();
-        self.write(move |s| {
+        self.write_settings(&endpoint.merchant_id.clone(), move |s| {
             let _guard = s.endpoint_writes.lock().expect("endpoint lock poisoned");
             let key = keys::merchant_child(&endpoint.merchant_id, endpoint.id.as_str());
             if s.endpoints
@@ -685,7 +716,7 @@ impl Store for SledStore {
     async fn delete_endpoint(&self, merchant: &MerchantId, id: &EndpointId) -> Result<bool, StoreError> {
         let key = keys::merchant_child(merchant, id.as_str());
         let id = id.clone();
-        self.write(move |s| {
+        self.write_settings(merchant, move |s| {
             let removed = {
                 let _guard = s.endpoint_writes.lock().expect("endpoint lock poisoned");
                 s.endpoints.remove(key).map_err(sled_err("deleting an endpoint"))?
