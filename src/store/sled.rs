@@ -29,7 +29,7 @@ use sled::Transactional as _;
 
 use self::cache::SettingsCache;
 use self::durability::Durability;
-use self::threads::StoreThreads;
+use self::threads::{Batch, StoreThreads};
 use super::repo::{AcceptOutcome, Claim, Claimed, Disposition, Page, PageRequest, Store, StoreError};
 use crate::domain::MerchantUpdate;
 use crate::domain::{
@@ -85,6 +85,8 @@ struct Inner {
     threads: StoreThreads,
     /// Merchants and endpoint lists as last read, for ingest.
     cache: SettingsCache,
+    /// Attempts waiting to be recorded.
+    completions: Batch<Completion>,
 }
 
 impl SledStore {
@@ -147,6 +149,7 @@ impl SledStore {
             threads: StoreThreads::start(store_threads())
                 .map_err(|e| StoreError::backend("starting the store threads", e))?,
             cache: SettingsCache::default(),
+            completions: Batch::default(),
             db,
         };
         inner.depth.store(inner.queue.len() as i64, Ordering::Relaxed);
@@ -458,7 +461,133 @@ fn requeue(
     Ok(grew)
 }
 
+/// An attempt to record, and who waits for it.
+struct Completion {
+    claim: Claim,
+    attempt: Attempt,
+    next: Disposition,
+    reply: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// What recording one attempt did, decided inside the batch's transaction.
+enum Recorded {
+    /// The delivery left the queue (succeeded or failed for good).
+    LeftQueue,
+    /// Rescheduled, or changed under the attempt (replayed, recovered, retired).
+    Stayed,
+    /// Its record could not be read; the lease expires and it is attempted again.
+    Unreadable(String),
+}
+
 impl Inner {
+    /// Runs on a store thread: records every queued attempt in one transaction.
+    fn record_completions(&self) {
+        let batch = self.completions.take();
+        if batch.is_empty() {
+            return;
+        }
+        let outcome = self.record_batch(&batch);
+        if let Err(error) = &outcome {
+            if let Some(io) = sled_io_error(error) {
+                self.durability
+                    .mark_failed(format!("a store operation failed: {io}"));
+            }
+        }
+        let mut leases = self.leases.lock().expect("lease table poisoned");
+        match outcome {
+            Ok(recorded) => {
+                for (completion, recorded) in batch.into_iter().zip(recorded) {
+                    let reply = match recorded {
+                        Recorded::LeftQueue => {
+                            self.depth.fetch_sub(1, Ordering::Relaxed);
+                            Ok(())
+                        }
+                        Recorded::Stayed => Ok(()),
+                        Recorded::Unreadable(error) => Err(StoreError::backend("reading a delivery", error)),
+                    };
+                    if reply.is_ok() {
+                        let claim = &completion.claim;
+                        leases.remove(&keys::queue(&claim.endpoint_id, claim.due, &claim.event_id));
+                    }
+                    let _ = completion.reply.send(reply);
+                }
+            }
+            Err(error) => {
+                let message = crate::error::error_chain(&error);
+                for completion in batch {
+                    let _ = completion
+                        .reply
+                        .send(Err(StoreError::backend("recording attempts", message.clone())));
+                }
+            }
+        }
+    }
+
+    fn record_batch(&self, batch: &[Completion]) -> Result<Vec<Recorded>, StoreError> {
+        let records = batch
+            .iter()
+            .map(|c| {
+                let seq = self.db.generate_id().map_err(sled_err("numbering an attempt"))?;
+                Ok((keys::attempt(&c.claim.event_id, seq), encode(&c.attempt)))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        (&self.deliveries, &self.queue, &self.failed, &self.attempts)
+            .transaction(|(deliveries, queue, failed, attempts)| {
+                let mut recorded = Vec::with_capacity(batch.len());
+                for (completion, (attempt_key, attempt_record)) in batch.iter().zip(&records) {
+                    let (claim, attempt) = (&completion.claim, &completion.attempt);
+                    let delivery_key = keys::delivery(&claim.event_id, &claim.endpoint_id);
+                    let Some(raw) = deliveries.get(&delivery_key)? else {
+                        recorded.push(Recorded::Stayed); // deleted meanwhile
+                        continue;
+                    };
+                    attempts.insert(attempt_key.as_slice(), attempt_record.as_slice())?;
+                    let mut delivery: Delivery = match decode(&raw) {
+                        Ok(delivery) => delivery,
+                        Err(error) => {
+                            recorded.push(Recorded::Unreadable(crate::error::error_chain(&error)));
+                            continue;
+                        }
+                    };
+                    if delivery.status != DeliveryStatus::Pending || delivery.next_attempt_at != Some(claim.due) {
+                        // Replayed, recovered or retired while the attempt ran.
+                        recorded.push(Recorded::Stayed);
+                        continue;
+                    }
+                    queue.remove(keys::queue(&claim.endpoint_id, claim.due, &claim.event_id))?;
+                    delivery.attempts = claim.attempt;
+                    delivery.last_attempt_at = Some(attempt.attempted_at);
+                    delivery.last_status_code = attempt.status_code;
+                    delivery.last_error = attempt.error.clone();
+                    delivery.updated_at = attempt.attempted_at;
+                    recorded.push(match completion.next {
+                        Disposition::Succeeded => {
+                            delivery.status = DeliveryStatus::Succeeded;
+                            delivery.next_attempt_at = None;
+                            Recorded::LeftQueue
+                        }
+                        Disposition::RetryAt(at) => {
+                            delivery.next_attempt_at = Some(at);
+                            queue.insert(
+                                keys::queue(&claim.endpoint_id, at, &claim.event_id),
+                                claim.merchant_id.as_str().as_bytes(),
+                            )?;
+                            Recorded::Stayed
+                        }
+                        Disposition::Failed => {
+                            delivery.status = DeliveryStatus::Failed;
+                            delivery.next_attempt_at = None;
+                            failed.insert(keys::failed(&claim.endpoint_id, claim.event_id.as_str()), &[])?;
+                            Recorded::LeftQueue
+                        }
+                    });
+                    deliveries.insert(delivery_key.as_slice(), encode(&delivery))?;
+                }
+                Ok(recorded)
+            })
+            .map_err(tx_err::<StoreError>("recording attempts"))
+    }
+
     /// Fails every pending delivery of an endpoint and forgets its failed index.
     fn retire_endpoint_queue(&self, endpoint: &EndpointId, now: UnixMillis) -> Result<(), StoreError> {
         let prefix = endpoint.as_str().as_bytes();
@@ -1002,63 +1131,23 @@ impl Store for SledStore {
     }
 
     async fn complete_attempt(&self, claim: &Claim, attempt: &Attempt, next: Disposition) -> Result<(), StoreError> {
-        let claim_key = keys::queue(&claim.endpoint_id, claim.due, &claim.event_id);
-        let delivery_key = keys::delivery(&claim.event_id, &claim.endpoint_id);
-        let claim = claim.clone();
-        let attempt = attempt.clone();
-        self.run(move |s| {
-            let seq = s.db.generate_id().map_err(sled_err("numbering an attempt"))?;
-            let attempt_key = keys::attempt(&claim.event_id, seq);
-            let attempt_record = encode(&attempt);
-            let left_queue = (&s.deliveries, &s.queue, &s.failed, &s.attempts)
-                .transaction(|(deliveries, queue, failed, attempts)| {
-                    let Some(raw) = deliveries.get(&delivery_key)? else {
-                        return Ok(false);
-                    };
-                    attempts.insert(attempt_key.as_slice(), attempt_record.as_slice())?;
-                    let mut delivery: Delivery = tx_decode(&raw)?;
-                    if delivery.status != DeliveryStatus::Pending || delivery.next_attempt_at != Some(claim.due) {
-                        // Replayed, recovered or retired while the attempt ran.
-                        return Ok(false);
-                    }
-                    queue.remove(claim_key.as_slice())?;
-                    delivery.attempts = claim.attempt;
-                    delivery.last_attempt_at = Some(attempt.attempted_at);
-                    delivery.last_status_code = attempt.status_code;
-                    delivery.last_error = attempt.error.clone();
-                    delivery.updated_at = attempt.attempted_at;
-                    let left_queue = match next {
-                        Disposition::Succeeded => {
-                            delivery.status = DeliveryStatus::Succeeded;
-                            delivery.next_attempt_at = None;
-                            true
-                        }
-                        Disposition::RetryAt(at) => {
-                            delivery.next_attempt_at = Some(at);
-                            queue.insert(
-                                keys::queue(&claim.endpoint_id, at, &claim.event_id),
-                                claim.merchant_id.as_str().as_bytes(),
-                            )?;
-                            false
-                        }
-                        Disposition::Failed => {
-                            delivery.status = DeliveryStatus::Failed;
-                            delivery.next_attempt_at = None;
-                            failed.insert(keys::failed(&claim.endpoint_id, claim.event_id.as_str()), &[])?;
-                            true
-                        }
-                    };
-                    deliveries.insert(delivery_key.as_slice(), encode(&delivery))?;
-                    Ok(left_queue)
-                })
-                .map_err(tx_err::<StoreError>("recording an attempt"))?;
-            s.leases.lock().expect("lease table poisoned").remove(&claim_key);
-            if left_queue {
-                s.depth.fetch_sub(1, Ordering::Relaxed);
+        // Recorded in batches: one transaction for every attempt that ended meanwhile.
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let completion = Completion {
+            claim: claim.clone(),
+            attempt: attempt.clone(),
+            next,
+            reply,
+        };
+        if self.inner.completions.push(completion) {
+            let inner = self.inner.clone();
+            if !self.inner.threads.submit(move || inner.record_completions()) {
+                return Err(StoreError::backend("recording an attempt", "the store threads stopped"));
             }
-            Ok(())
-        })
-        .await
+        }
+        result
+            .await
+            .map_err(|_| StoreError::backend("recording an attempt", "the task panicked (see the log)"))?
     }
 
     async fn purge_expired(&self, cutoff: UnixMillis, batch: usize) -> Result<usize, StoreError> {

@@ -47,3 +47,32 @@ impl StoreThreads {
         self.jobs.send(Box::new(job)).is_ok()
     }
 }
+
+/// Requests of one kind waiting to be run together: the first request queued after
+/// the list was emptied schedules one job, and that job takes every request that
+/// arrived by the time it runs. Under load a job finds many; when idle, one.
+pub struct Batch<T> {
+    pending: Mutex<Vec<T>>,
+}
+
+impl<T> Default for Batch<T> {
+    fn default() -> Self {
+        Self {
+            pending: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<T> Batch<T> {
+    /// Queues `item`; true when the caller must schedule the job that takes the list.
+    pub fn push(&self, item: T) -> bool {
+        let mut pending = self.pending.lock().expect("batch poisoned");
+        pending.push(item);
+        pending.len() == 1
+    }
+
+    /// Everything queued so far.
+    pub fn take(&self) -> Vec<T> {
+        std::mem::take(&mut *self.pending.lock().expect("batch poisoned"))
+    }
+}
