@@ -85,6 +85,8 @@ struct Inner {
     threads: StoreThreads,
     /// Merchants and endpoint lists as last read, for ingest.
     cache: SettingsCache,
+    /// Events waiting to be stored.
+    acceptances: Batch<Acceptance>,
     /// Attempts waiting to be recorded.
     completions: Batch<Completion>,
 }
@@ -149,6 +151,7 @@ impl SledStore {
             threads: StoreThreads::start(store_threads())
                 .map_err(|e| StoreError::backend("starting the store threads", e))?,
             cache: SettingsCache::default(),
+            acceptances: Batch::default(),
             completions: Batch::default(),
             db,
         };
@@ -173,13 +176,7 @@ impl SledStore {
             .await
             .map_err(|_| StoreError::backend("running a store task", "the task panicked (see the log)"))?;
         if let Err(error) = &result {
-            // sled keeps its first I/O error (ENOSPC, EIO) and fails or hangs from then
-            // on: such a store cannot be trusted again in this process.
-            if let Some(io) = sled_io_error(error) {
-                self.inner
-                    .durability
-                    .mark_failed(format!("a store operation failed: {io}"));
-            }
+            self.inner.note_failure(error);
         }
         result
     }
@@ -207,62 +204,25 @@ impl SledStore {
     }
 
     /// The atomic write of an event and its deliveries, then the durability barrier.
+    /// Events arriving together are written in one transaction and share one sync.
     async fn accept_event_durably(&self, event: &Event, endpoints: &[EndpointId]) -> Result<AcceptOutcome, StoreError> {
-        let event = event.clone();
-        let endpoints = endpoints.to_vec();
-        self.write(move |s| {
-            let event_key = keys::merchant_child(&event.merchant_id, event.id.as_str());
-            let dedupe_key = event
-                .idempotency_key
-                .as_ref()
-                .map(|key| keys::merchant_child(&event.merchant_id, key.as_str()));
-            let event_record = encode(&event);
-            let deliveries: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = endpoints
-                .iter()
-                .map(|endpoint| {
-                    let delivery = Delivery::new(
-                        event.id.clone(),
-                        endpoint.clone(),
-                        event.merchant_id.clone(),
-                        event.received_at,
-                    );
-                    (
-                        keys::delivery(&event.id, endpoint),
-                        encode(&delivery),
-                        keys::queue(endpoint, event.received_at, &event.id),
-                    )
-                })
-                .collect();
-            let trees = (&s.events, &s.payloads, &s.dedupe, &s.deliveries, &s.queue);
-            let outcome = trees
-                .transaction(|(events, payloads, dedupe, delivery_tree, queue)| {
-                    if let Some(key) = &dedupe_key {
-                        if let Some(first) = dedupe.get(key)? {
-                            let first = String::from_utf8_lossy(&first).into_owned();
-                            let event_id = EventId::parse(&first)
-                                .map_err(|e| abort(StoreError::backend("reading a dedupe key", e)))?;
-                            return Ok(AcceptOutcome::Duplicate { event_id });
-                        }
-                        dedupe.insert(key.as_slice(), event.id.as_str().as_bytes())?;
-                    }
-                    events.insert(event_key.as_slice(), event_record.as_slice())?;
-                    payloads.insert(event.id.as_str().as_bytes(), &event.payload[..])?;
-                    for (delivery_key, delivery, queue_key) in &deliveries {
-                        delivery_tree.insert(delivery_key.as_slice(), delivery.as_slice())?;
-                        queue.insert(queue_key.as_slice(), event.merchant_id.as_str().as_bytes())?;
-                    }
-                    Ok(AcceptOutcome::Accepted {
-                        event_id: event.id.clone(),
-                        deliveries: deliveries.len(),
-                    })
-                })
-                .map_err(tx_err::<StoreError>("storing an event"))?;
-            if let AcceptOutcome::Accepted { deliveries, .. } = &outcome {
-                s.depth.fetch_add(*deliveries as i64, Ordering::Relaxed);
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let acceptance = Acceptance {
+            event: event.clone(),
+            endpoints: endpoints.to_vec(),
+            reply,
+        };
+        if self.inner.acceptances.push(acceptance) {
+            let inner = self.inner.clone();
+            if !self.inner.threads.submit(move || inner.store_acceptances()) {
+                return Err(StoreError::backend("storing an event", "the store threads stopped"));
             }
-            Ok(outcome)
-        })
-        .await
+        }
+        let outcome = result
+            .await
+            .map_err(|_| StoreError::backend("storing an event", "the task panicked (see the log)"))??;
+        self.inner.durability.barrier().await?;
+        Ok(outcome)
     }
 }
 
@@ -461,6 +421,13 @@ fn requeue(
     Ok(grew)
 }
 
+/// An event to store, and who waits for it.
+struct Acceptance {
+    event: Event,
+    endpoints: Vec<EndpointId>,
+    reply: tokio::sync::oneshot::Sender<Result<AcceptOutcome, StoreError>>,
+}
+
 /// An attempt to record, and who waits for it.
 struct Completion {
     claim: Claim,
@@ -480,6 +447,106 @@ enum Recorded {
 }
 
 impl Inner {
+    /// A sled I/O error (ENOSPC, EIO) stays with sled, which fails or hangs from then
+    /// on: such a store cannot be trusted again in this process.
+    fn note_failure(&self, error: &StoreError) {
+        if let Some(io) = sled_io_error(error) {
+            self.durability
+                .mark_failed(format!("a store operation failed: {io}"));
+        }
+    }
+
+    /// Runs on a store thread: stores every queued event in one transaction.
+    fn store_acceptances(&self) {
+        let batch = self.acceptances.take();
+        if batch.is_empty() {
+            return;
+        }
+        match self.store_batch(&batch) {
+            Ok(outcomes) => {
+                for (acceptance, outcome) in batch.into_iter().zip(outcomes) {
+                    if let Ok(AcceptOutcome::Accepted { deliveries, .. }) = &outcome {
+                        self.depth.fetch_add(*deliveries as i64, Ordering::Relaxed);
+                    }
+                    let _ = acceptance.reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                self.note_failure(&error);
+                let message = crate::error::error_chain(&error);
+                for acceptance in batch {
+                    let _ = acceptance
+                        .reply
+                        .send(Err(StoreError::backend("storing events", message.clone())));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)] // the rows of one event, built before the transaction
+    fn store_batch(&self, batch: &[Acceptance]) -> Result<Vec<Result<AcceptOutcome, StoreError>>, StoreError> {
+        let rows: Vec<(Vec<u8>, Option<Vec<u8>>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>)> = batch
+            .iter()
+            .map(|Acceptance { event, endpoints, .. }| {
+                let event_key = keys::merchant_child(&event.merchant_id, event.id.as_str());
+                let dedupe_key = event
+                    .idempotency_key
+                    .as_ref()
+                    .map(|key| keys::merchant_child(&event.merchant_id, key.as_str()));
+                let deliveries = endpoints
+                    .iter()
+                    .map(|endpoint| {
+                        let delivery = Delivery::new(
+                            event.id.clone(),
+                            endpoint.clone(),
+                            event.merchant_id.clone(),
+                            event.received_at,
+                        );
+                        (
+                            keys::delivery(&event.id, endpoint),
+                            encode(&delivery),
+                            keys::queue(endpoint, event.received_at, &event.id),
+                        )
+                    })
+                    .collect();
+                (event_key, dedupe_key, encode(event), deliveries)
+            })
+            .collect();
+        let trees = (&self.events, &self.payloads, &self.dedupe, &self.deliveries, &self.queue);
+        trees
+            .transaction(|(events, payloads, dedupe, delivery_tree, queue)| {
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for (acceptance, (event_key, dedupe_key, event_record, deliveries)) in batch.iter().zip(&rows) {
+                    let event = &acceptance.event;
+                    if let Some(key) = dedupe_key {
+                        if let Some(first) = dedupe.get(key)? {
+                            // Also an event earlier in this batch with the same key.
+                            let first = String::from_utf8_lossy(&first).into_owned();
+                            outcomes.push(
+                                EventId::parse(&first)
+                                    .map(|event_id| AcceptOutcome::Duplicate { event_id })
+                                    .map_err(|e| StoreError::backend("reading a dedupe key", e)),
+                            );
+                            continue;
+                        }
+                        dedupe.insert(key.as_slice(), event.id.as_str().as_bytes())?;
+                    }
+                    events.insert(event_key.as_slice(), event_record.as_slice())?;
+                    payloads.insert(event.id.as_str().as_bytes(), &event.payload[..])?;
+                    for (delivery_key, delivery, queue_key) in deliveries {
+                        delivery_tree.insert(delivery_key.as_slice(), delivery.as_slice())?;
+                        queue.insert(queue_key.as_slice(), event.merchant_id.as_str().as_bytes())?;
+                    }
+                    outcomes.push(Ok(AcceptOutcome::Accepted {
+                        event_id: event.id.clone(),
+                        deliveries: deliveries.len(),
+                    }));
+                }
+                Ok(outcomes)
+            })
+            .map_err(tx_err::<StoreError>("storing events"))
+    }
+
     /// Runs on a store thread: records every queued attempt in one transaction.
     fn record_completions(&self) {
         let batch = self.completions.take();
@@ -488,10 +555,7 @@ impl Inner {
         }
         let outcome = self.record_batch(&batch);
         if let Err(error) = &outcome {
-            if let Some(io) = sled_io_error(error) {
-                self.durability
-                    .mark_failed(format!("a store operation failed: {io}"));
-            }
+            self.note_failure(error);
         }
         let mut leases = self.leases.lock().expect("lease table poisoned");
         match outcome {
