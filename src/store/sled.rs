@@ -451,8 +451,7 @@ impl Inner {
     /// on: such a store cannot be trusted again in this process.
     fn note_failure(&self, error: &StoreError) {
         if let Some(io) = sled_io_error(error) {
-            self.durability
-                .mark_failed(format!("a store operation failed: {io}"));
+            self.durability.mark_failed(format!("a store operation failed: {io}"));
         }
     }
 
@@ -512,7 +511,13 @@ impl Inner {
                 (event_key, dedupe_key, encode(event), deliveries)
             })
             .collect();
-        let trees = (&self.events, &self.payloads, &self.dedupe, &self.deliveries, &self.queue);
+        let trees = (
+            &self.events,
+            &self.payloads,
+            &self.dedupe,
+            &self.deliveries,
+            &self.queue,
+        );
         trees
             .transaction(|(events, payloads, dedupe, delivery_tree, queue)| {
                 let mut outcomes = Vec::with_capacity(batch.len());

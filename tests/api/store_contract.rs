@@ -160,6 +160,135 @@ async fn an_accepted_event_is_claimable_once_and_deduplicated(store: &dyn Store)
     assert!(second.claims.is_empty(), "a leased delivery is not handed out twice");
 }
 
+/// Ingests arriving together (a backend may write them in one batch): one event per
+/// idempotency key is stored, every other names it, whichever came first.
+async fn concurrent_events_are_each_stored_once_per_key(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    let events: Vec<Event> = (0..200)
+        .map(|n| event(&m, Some(&format!("key-{}", n % 50)), 1_000 + n))
+        .collect();
+    let outcomes = futures_util::future::join_all(
+        events
+            .iter()
+            .map(|ev| store.accept_event(ev, std::slice::from_ref(&e.id))),
+    )
+    .await;
+    let mut winners = std::collections::HashMap::new();
+    for (ev, outcome) in events.iter().zip(&outcomes) {
+        if let AcceptOutcome::Accepted { event_id, deliveries } = outcome.as_ref().unwrap() {
+            assert_eq!((event_id, *deliveries), (&ev.id, 1));
+            let key = ev.idempotency_key.as_ref().unwrap().as_str().to_owned();
+            assert!(
+                winners.insert(key, ev.id.clone()).is_none(),
+                "two events stored for one key"
+            );
+        }
+    }
+    assert_eq!(winners.len(), 50);
+    for (ev, outcome) in events.iter().zip(outcomes) {
+        let winner = &winners[ev.idempotency_key.as_ref().unwrap().as_str()];
+        match outcome.unwrap() {
+            AcceptOutcome::Accepted { event_id, .. } => assert_eq!(&event_id, winner),
+            AcceptOutcome::Duplicate { event_id } => assert_eq!(&event_id, winner),
+        }
+    }
+    assert_eq!(store.queue_depth().await.unwrap(), 50);
+    for id in winners.values() {
+        let stored = store.get_event(&m.id, id).await.unwrap().expect("stored");
+        assert_eq!(&stored.payload[..], &events[0].payload[..]);
+    }
+}
+
+/// Attempts ending together (a backend may record them in one batch) are each
+/// recorded and each move their own delivery on.
+async fn concurrent_attempts_are_each_recorded(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    let events: Vec<Event> = (0..100).map(|n| event(&m, None, 1_000 + n)).collect();
+    for ev in &events {
+        store.accept_event(ev, std::slice::from_ref(&e.id)).await.unwrap();
+    }
+    let claims = store.claim_due(&e.id, 2_000, 100, LEASE, AHEAD).await.unwrap().claims;
+    assert_eq!(claims.len(), 100);
+    // Even event ids succeed, odd ones are rescheduled.
+    let results = futures_util::future::join_all(claims.iter().enumerate().map(|(n, claim)| {
+        let (outcome, next) = if n % 2 == 0 {
+            (AttemptOutcome::Success, Disposition::Succeeded)
+        } else {
+            (AttemptOutcome::HttpError, Disposition::RetryAt(5_000 + n as i64))
+        };
+        async move { store.complete_attempt(claim, &attempt(claim, outcome), next).await }
+    }))
+    .await;
+    assert!(results.iter().all(Result::is_ok));
+    for (n, claim) in claims.iter().enumerate() {
+        let d = store.get_delivery(&claim.event_id, &e.id).await.unwrap().unwrap();
+        let expected = if n % 2 == 0 {
+            (DeliveryStatus::Succeeded, None)
+        } else {
+            (DeliveryStatus::Pending, Some(5_000 + n as i64))
+        };
+        assert_eq!((d.status, d.next_attempt_at, d.attempts), (expected.0, expected.1, 1));
+        let attempts = store
+            .list_attempts(&claim.event_id, PageRequest { after: None, limit: 10 })
+            .await
+            .unwrap();
+        assert_eq!(attempts.items.len(), 1);
+    }
+    assert_eq!(store.queue_depth().await.unwrap(), 50);
+    // The rescheduled ones are due again at their new time, and only then.
+    assert!(store
+        .claim_due(&e.id, 4_999, 100, LEASE, AHEAD)
+        .await
+        .unwrap()
+        .claims
+        .is_empty());
+    assert_eq!(
+        store
+            .claim_due(&e.id, 6_000, 100, LEASE, AHEAD)
+            .await
+            .unwrap()
+            .claims
+            .len(),
+        50
+    );
+}
+
+/// Reads of merchants and endpoint lists (which a backend may cache) see every change
+/// as soon as the change returned.
+async fn settings_reads_see_every_change(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    assert_eq!(store.list_endpoints(&m.id).await.unwrap().len(), 1);
+    assert!(store.get_merchant(&m.id).await.unwrap().unwrap().name.is_none());
+
+    let second = endpoint(&m);
+    store.create_endpoint(&second, 5).await.unwrap();
+    assert_eq!(store.list_endpoints(&m.id).await.unwrap().len(), 2);
+
+    let mut changed = second.clone();
+    changed.enabled = false;
+    store.update_endpoint(&changed).await.unwrap();
+    let listed = store.list_endpoints(&m.id).await.unwrap();
+    assert!(!listed.iter().find(|x| x.id == second.id).unwrap().enabled);
+
+    let update = hookrelay::domain::MerchantUpdate {
+        name: Some(Some("renamed".into())),
+        ..Default::default()
+    };
+    store.update_merchant(&m.id, &update).await.unwrap();
+    assert_eq!(
+        store.get_merchant(&m.id).await.unwrap().unwrap().name.as_deref(),
+        Some("renamed")
+    );
+
+    assert!(store.delete_endpoint(&m.id, &e.id).await.unwrap());
+    let listed = store.list_endpoints(&m.id).await.unwrap();
+    assert_eq!(listed.iter().map(|x| &x.id).collect::<Vec<_>>(), [&second.id]);
+
+    assert!(store.delete_merchant(&m.id).await.unwrap());
+    assert!(store.get_merchant(&m.id).await.unwrap().is_none());
+    assert!(store.list_endpoints(&m.id).await.unwrap().is_empty());
+}
+
 async fn nothing_is_claimed_before_it_is_due(store: &dyn Store) {
     let (m, e) = seeded(store).await;
     store
@@ -571,6 +700,9 @@ contract!(
     merchants_are_unique_and_page_in_id_order,
     the_endpoint_limit_holds,
     an_accepted_event_is_claimable_once_and_deduplicated,
+    concurrent_events_are_each_stored_once_per_key,
+    concurrent_attempts_are_each_recorded,
+    settings_reads_see_every_change,
     nothing_is_claimed_before_it_is_due,
     a_schedule_beyond_the_horizon_is_due_now,
     a_failed_attempt_is_rescheduled_then_succeeds,

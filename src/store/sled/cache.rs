@@ -93,7 +93,14 @@ mod tests {
 
         let now = cache.epoch();
         cache.keep_merchant(now, &merchant("new"));
-        assert_eq!(cache.merchant(&MerchantId::parse("m1").unwrap()).unwrap().name.as_deref(), Some("new"));
+        assert_eq!(
+            cache
+                .merchant(&MerchantId::parse("m1").unwrap())
+                .unwrap()
+                .name
+                .as_deref(),
+            Some("new")
+        );
         cache.forget(&MerchantId::parse("m1").unwrap());
         assert!(cache.merchant(&MerchantId::parse("m1").unwrap()).is_none());
     }
