@@ -29,7 +29,7 @@ use sled::Transactional as _;
 
 use self::cache::SettingsCache;
 use self::durability::Durability;
-use self::threads::{Batch, StoreThreads};
+use self::threads::{Batch, Replies, StoreThreads};
 use super::repo::{AcceptOutcome, Claim, Claimed, Disposition, Page, PageRequest, Store, StoreError};
 use crate::domain::MerchantUpdate;
 use crate::domain::{
@@ -87,6 +87,8 @@ struct Inner {
     cache: SettingsCache,
     /// Events waiting to be stored.
     acceptances: Batch<Acceptance>,
+    /// Claims waiting to be answered.
+    claims: Batch<ClaimRequest>,
     /// Attempts waiting to be recorded.
     completions: Batch<Completion>,
 }
@@ -152,6 +154,7 @@ impl SledStore {
                 .map_err(|e| StoreError::backend("starting the store threads", e))?,
             cache: SettingsCache::default(),
             acceptances: Batch::default(),
+            claims: Batch::default(),
             completions: Batch::default(),
             db,
         };
@@ -168,7 +171,9 @@ impl SledStore {
         let inner = self.inner.clone();
         let (reply, result) = tokio::sync::oneshot::channel();
         if !self.inner.threads.submit(move || {
-            let _ = reply.send(work(&inner));
+            let result = work(&inner);
+            drop(inner); // before answering: see `Replies`
+            let _ = reply.send(result);
         }) {
             return Err(StoreError::backend("running a store task", "the store threads stopped"));
         }
@@ -214,7 +219,11 @@ impl SledStore {
         };
         if self.inner.acceptances.push(acceptance) {
             let inner = self.inner.clone();
-            if !self.inner.threads.submit(move || inner.store_acceptances()) {
+            if !self.inner.threads.submit(move || {
+                let replies = inner.store_acceptances();
+                drop(inner);
+                replies.send();
+            }) {
                 return Err(StoreError::backend("storing an event", "the store threads stopped"));
             }
         }
@@ -428,6 +437,16 @@ struct Acceptance {
     reply: tokio::sync::oneshot::Sender<Result<AcceptOutcome, StoreError>>,
 }
 
+/// A worker asking for its endpoint's due deliveries.
+struct ClaimRequest {
+    endpoint: EndpointId,
+    now: UnixMillis,
+    limit: usize,
+    lease_until: UnixMillis,
+    horizon: UnixMillis,
+    reply: tokio::sync::oneshot::Sender<Result<Claimed, StoreError>>,
+}
+
 /// An attempt to record, and who waits for it.
 struct Completion {
     claim: Claim,
@@ -456,30 +475,30 @@ impl Inner {
     }
 
     /// Runs on a store thread: stores every queued event in one transaction.
-    fn store_acceptances(&self) {
+    fn store_acceptances(&self) -> Replies {
+        let mut replies = Replies::default();
         let batch = self.acceptances.take();
-        if batch.is_empty() {
-            return;
-        }
         match self.store_batch(&batch) {
             Ok(outcomes) => {
                 for (acceptance, outcome) in batch.into_iter().zip(outcomes) {
                     if let Ok(AcceptOutcome::Accepted { deliveries, .. }) = &outcome {
                         self.depth.fetch_add(*deliveries as i64, Ordering::Relaxed);
                     }
-                    let _ = acceptance.reply.send(outcome);
+                    replies.add(acceptance.reply, outcome);
                 }
             }
             Err(error) => {
                 self.note_failure(&error);
                 let message = crate::error::error_chain(&error);
                 for acceptance in batch {
-                    let _ = acceptance
-                        .reply
-                        .send(Err(StoreError::backend("storing events", message.clone())));
+                    replies.add(
+                        acceptance.reply,
+                        Err(StoreError::backend("storing events", message.clone())),
+                    );
                 }
             }
         }
+        replies
     }
 
     #[allow(clippy::type_complexity)] // the rows of one event, built before the transaction
@@ -552,11 +571,112 @@ impl Inner {
             .map_err(tx_err::<StoreError>("storing events"))
     }
 
+    /// Runs on a store thread: answers every queued claim, one after the other.
+    fn run_claims(&self) -> Replies {
+        let mut replies = Replies::default();
+        for request in self.claims.take() {
+            let result = self.claim(&request);
+            if let Err(error) = &result {
+                self.note_failure(error);
+            }
+            replies.add(request.reply, result);
+        }
+        replies
+    }
+
+    fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
+        let ClaimRequest {
+            endpoint,
+            now,
+            limit,
+            lease_until,
+            horizon,
+            ..
+        } = request;
+        let (now, limit, lease_until, horizon) = (*now, *limit, *lease_until, *horizon);
+        let mut leases = self.leases.lock().expect("lease table poisoned");
+        let unsynced = self.unsynced.lock().expect("unsynced set poisoned");
+        let mut claimed = Claimed::default();
+        let claimable = |key: &[u8]| leases.get(key).is_none_or(|until| *until <= now) && !unsynced.contains(key);
+        let mut due_keys = Vec::new();
+        // Oldest first, up to the first entry not yet due.
+        for entry in self.queue.scan_prefix(endpoint.as_str()) {
+            let (key, merchant) = entry.map_err(sled_err("scanning the queue"))?;
+            let Some((due, _)) = keys::parse_queue(&key).filter(|_| claimable(&key)) else {
+                continue;
+            };
+            if due > now || due_keys.len() >= limit {
+                claimed.next_due = Some(due);
+                break;
+            }
+            due_keys.push((key, merchant));
+        }
+        // Then, from the far end, entries scheduled beyond the horizon.
+        for entry in self.queue.scan_prefix(endpoint.as_str()).rev() {
+            let (key, merchant) = entry.map_err(sled_err("scanning the queue"))?;
+            let Some((due, _)) = keys::parse_queue(&key) else {
+                continue;
+            };
+            if due <= horizon {
+                break;
+            }
+            if !claimable(&key) {
+                continue;
+            }
+            if due_keys.len() >= limit {
+                claimed.next_due = Some(now);
+                break;
+            }
+            due_keys.push((key, merchant));
+        }
+        for (key, merchant) in due_keys {
+            let Some((due, event)) = keys::parse_queue(&key) else {
+                continue;
+            };
+            let delivery = self
+                .deliveries
+                .get(keys::delivery(&event, endpoint))
+                .map_err(sled_err("reading a delivery"))?;
+            let payload = self
+                .payloads
+                .get(event.as_str())
+                .map_err(sled_err("reading a payload"))?;
+            let (Some(delivery), Some(payload)) = (delivery, payload) else {
+                // The event was deleted under the queue entry.
+                if self
+                    .queue
+                    .remove(&key)
+                    .map_err(sled_err("dropping a stale queue entry"))?
+                    .is_some()
+                {
+                    self.depth.fetch_sub(1, Ordering::Relaxed);
+                }
+                continue;
+            };
+            let delivery: Delivery = decode(&delivery)?;
+            let merchant_id = MerchantId::parse(&String::from_utf8_lossy(&merchant))
+                .map_err(|e| StoreError::backend("reading a queue entry", e))?;
+            leases.insert(key.to_vec(), lease_until);
+            claimed.claims.push(Claim {
+                event_id: event,
+                endpoint_id: endpoint.clone(),
+                merchant_id,
+                due,
+                attempt: delivery.attempts + 1,
+                received_at: delivery.created_at,
+                // Shares sled's buffer: no copy of the body per delivery.
+                payload: Bytes::from_owner(payload),
+            });
+        }
+        Ok(claimed)
+    }
+
     /// Runs on a store thread: records every queued attempt in one transaction.
-    fn record_completions(&self) {
+    fn record_completions(&self) -> Replies {
+        let mut replies = Replies::default();
         let batch = self.completions.take();
         if batch.is_empty() {
-            return;
+            return replies;
         }
         let outcome = self.record_batch(&batch);
         if let Err(error) = &outcome {
@@ -578,18 +698,21 @@ impl Inner {
                         let claim = &completion.claim;
                         leases.remove(&keys::queue(&claim.endpoint_id, claim.due, &claim.event_id));
                     }
-                    let _ = completion.reply.send(reply);
+                    replies.add(completion.reply, reply);
                 }
             }
             Err(error) => {
                 let message = crate::error::error_chain(&error);
                 for completion in batch {
-                    let _ = completion
-                        .reply
-                        .send(Err(StoreError::backend("recording attempts", message.clone())));
+                    replies.add(
+                        completion.reply,
+                        Err(StoreError::backend("recording attempts", message.clone())),
+                    );
                 }
             }
         }
+        drop(leases);
+        replies
     }
 
     fn record_batch(&self, batch: &[Completion]) -> Result<Vec<Recorded>, StoreError> {
@@ -1119,84 +1242,31 @@ impl Store for SledStore {
         lease: Duration,
         max_ahead: Duration,
     ) -> Result<Claimed, StoreError> {
-        let endpoint = endpoint.clone();
-        let lease_until = now.saturating_add(lease.as_millis() as i64);
-        // No schedule is legitimately further ahead than this: beyond it, the clock
-        // must have jumped back since it was written, and the entry is due now.
-        let horizon = now.saturating_add(max_ahead.as_millis() as i64);
-        self.run(move |s| {
-            let mut leases = s.leases.lock().expect("lease table poisoned");
-            let unsynced = s.unsynced.lock().expect("unsynced set poisoned");
-            let mut claimed = Claimed::default();
-            let claimable = |key: &[u8]| leases.get(key).is_none_or(|until| *until <= now) && !unsynced.contains(key);
-            let mut due_keys = Vec::new();
-            // Oldest first, up to the first entry not yet due.
-            for entry in s.queue.scan_prefix(endpoint.as_str()) {
-                let (key, merchant) = entry.map_err(sled_err("scanning the queue"))?;
-                let Some((due, _)) = keys::parse_queue(&key).filter(|_| claimable(&key)) else {
-                    continue;
-                };
-                if due > now || due_keys.len() >= limit {
-                    claimed.next_due = Some(due);
-                    break;
-                }
-                due_keys.push((key, merchant));
+        // Claims of all workers that ask at about the same time run in one job.
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let request = ClaimRequest {
+            endpoint: endpoint.clone(),
+            now,
+            limit,
+            lease_until: now.saturating_add(lease.as_millis() as i64),
+            // No schedule is legitimately further ahead than this: beyond it, the clock
+            // must have jumped back since it was written, and the entry is due now.
+            horizon: now.saturating_add(max_ahead.as_millis() as i64),
+            reply,
+        };
+        if self.inner.claims.push(request) {
+            let inner = self.inner.clone();
+            if !self.inner.threads.submit(move || {
+                let replies = inner.run_claims();
+                drop(inner);
+                replies.send();
+            }) {
+                return Err(StoreError::backend("claiming deliveries", "the store threads stopped"));
             }
-            // Then, from the far end, entries scheduled beyond the horizon.
-            for entry in s.queue.scan_prefix(endpoint.as_str()).rev() {
-                let (key, merchant) = entry.map_err(sled_err("scanning the queue"))?;
-                let Some((due, _)) = keys::parse_queue(&key) else {
-                    continue;
-                };
-                if due <= horizon {
-                    break;
-                }
-                if !claimable(&key) {
-                    continue;
-                }
-                if due_keys.len() >= limit {
-                    claimed.next_due = Some(now);
-                    break;
-                }
-                due_keys.push((key, merchant));
-            }
-            for (key, merchant) in due_keys {
-                let Some((due, event)) = keys::parse_queue(&key) else {
-                    continue;
-                };
-                let delivery = s
-                    .deliveries
-                    .get(keys::delivery(&event, &endpoint))
-                    .map_err(sled_err("reading a delivery"))?;
-                let payload = s.payloads.get(event.as_str()).map_err(sled_err("reading a payload"))?;
-                let (Some(delivery), Some(payload)) = (delivery, payload) else {
-                    // The event was deleted under the queue entry.
-                    if s.queue
-                        .remove(&key)
-                        .map_err(sled_err("dropping a stale queue entry"))?
-                        .is_some()
-                    {
-                        s.depth.fetch_sub(1, Ordering::Relaxed);
-                    }
-                    continue;
-                };
-                let delivery: Delivery = decode(&delivery)?;
-                let merchant_id = MerchantId::parse(&String::from_utf8_lossy(&merchant))
-                    .map_err(|e| StoreError::backend("reading a queue entry", e))?;
-                leases.insert(key.to_vec(), lease_until);
-                claimed.claims.push(Claim {
-                    event_id: event,
-                    endpoint_id: endpoint.clone(),
-                    merchant_id,
-                    due,
-                    attempt: delivery.attempts + 1,
-                    received_at: delivery.created_at,
-                    payload: Bytes::copy_from_slice(&payload),
-                });
-            }
-            Ok(claimed)
-        })
-        .await
+        }
+        result
+            .await
+            .map_err(|_| StoreError::backend("claiming deliveries", "the task panicked (see the log)"))?
     }
 
     async fn complete_attempt(&self, claim: &Claim, attempt: &Attempt, next: Disposition) -> Result<(), StoreError> {
@@ -1210,7 +1280,11 @@ impl Store for SledStore {
         };
         if self.inner.completions.push(completion) {
             let inner = self.inner.clone();
-            if !self.inner.threads.submit(move || inner.record_completions()) {
+            if !self.inner.threads.submit(move || {
+                let replies = inner.record_completions();
+                drop(inner);
+                replies.send();
+            }) {
                 return Err(StoreError::backend("recording an attempt", "the store threads stopped"));
             }
         }

@@ -76,3 +76,23 @@ impl<T> Batch<T> {
         std::mem::take(&mut *self.pending.lock().expect("batch poisoned"))
     }
 }
+
+/// Answers of a batch job, sent only after the job let go of the store: a caller that
+/// closes the store and opens its directory again must not find it still held by a
+/// job that has already answered.
+#[derive(Default)]
+pub struct Replies(Vec<Box<dyn FnOnce() + Send>>);
+
+impl Replies {
+    pub fn add<T: Send + 'static>(&mut self, to: tokio::sync::oneshot::Sender<T>, value: T) {
+        self.0.push(Box::new(move || {
+            let _ = to.send(value);
+        }));
+    }
+
+    pub fn send(self) {
+        for reply in self.0 {
+            reply();
+        }
+    }
+}
