@@ -9,4 +9,5 @@ mod sled;
 pub use disk::DiskGuard;
 pub use open::open;
 pub use repo::{AcceptOutcome, Claim, Claimed, Disposition, Page, PageRequest, Store, StoreError};
+pub use sled::keys as sled_keys;
 pub use sled::SledStore;

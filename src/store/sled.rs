@@ -11,7 +11,7 @@
 mod access;
 mod cache;
 mod durability;
-mod keys;
+pub mod keys;
 mod sealed;
 mod threads;
 

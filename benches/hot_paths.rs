@@ -1,0 +1,89 @@
+//! Micro-benchmarks of the pure functions every delivery runs through: signing, the
+//! sled key layout, and the JSON records of deliveries and attempts.
+//!
+//! `cargo bench --bench hot_paths` (add `-- --quick` for a fast pass). Results and
+//! their context: docs/benchmarks.md.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use hookrelay::delivery::{sign, signature_header};
+use hookrelay::domain::{Attempt, AttemptOutcome, Delivery, EndpointId, EndpointSecret, EventId, MerchantId};
+use hookrelay::store::sled_keys as keys;
+
+/// A DashX-style event body of about 1 KiB, as the bench tool sends.
+fn body() -> Vec<u8> {
+    let mut body = br#"{"id":"evt_1","type":"checkout_session.completed","data":{"object":{"amount":4200,"currency":"usd","pad":""#.to_vec();
+    body.resize(1000, b'x');
+    body.extend_from_slice(br#""}}}"#);
+    body
+}
+
+fn signing(c: &mut Criterion) {
+    let body = body();
+    let secret = EndpointSecret::generate();
+    let retired = EndpointSecret::generate();
+    let mut group = c.benchmark_group("signing");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("sign 1 KiB", |b| {
+        b.iter(|| {
+            sign(
+                black_box(&secret),
+                black_box("evt_1"),
+                black_box(1_764_000_000),
+                black_box(&body),
+            )
+        })
+    });
+    group.bench_function("signature header, 2 secrets (rotation)", |b| {
+        b.iter(|| signature_header([&secret, &retired], black_box("evt_1"), 1_764_000_000, black_box(&body)))
+    });
+    group.finish();
+}
+
+fn key_encoding(c: &mut Criterion) {
+    let endpoint = EndpointId::generate();
+    let event = EventId::generate();
+    let queue_key = keys::queue(&endpoint, 1_764_000_000_000, &event);
+    let mut group = c.benchmark_group("keys");
+    group.bench_function("queue key", |b| {
+        b.iter(|| keys::queue(black_box(&endpoint), black_box(1_764_000_000_000), black_box(&event)))
+    });
+    group.bench_function("parse queue key", |b| {
+        b.iter(|| keys::parse_queue(black_box(&queue_key)))
+    });
+    group.bench_function("delivery key", |b| {
+        b.iter(|| keys::delivery(black_box(&event), black_box(&endpoint)))
+    });
+    group.finish();
+}
+
+fn records(c: &mut Criterion) {
+    let merchant = MerchantId::parse("merchant-1").unwrap();
+    let delivery = Delivery::new(EventId::generate(), EndpointId::generate(), merchant, 1_764_000_000_000);
+    let encoded = serde_json::to_vec(&delivery).unwrap();
+    let attempt = Attempt {
+        event_id: delivery.event_id.clone(),
+        endpoint_id: delivery.endpoint_id.clone(),
+        attempt: 1,
+        attempted_at: 1_764_000_000_000,
+        outcome: AttemptOutcome::Success,
+        status_code: Some(200),
+        error: None,
+        duration_ms: 1,
+    };
+    let mut group = c.benchmark_group("records");
+    group.bench_function("encode delivery", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&delivery)).unwrap())
+    });
+    group.bench_function("decode delivery", |b| {
+        b.iter(|| serde_json::from_slice::<Delivery>(black_box(&encoded)).unwrap())
+    });
+    group.bench_function("encode attempt", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&attempt)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, signing, key_encoding, records);
+criterion_main!(benches);
