@@ -48,7 +48,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc { env: "HOOKRELAY_EGRESS_DENY", default: "unset", help: "comma-separated CIDRs and host names deliveries must not reach; link-local (169.254.0.0/16, fe80::/10), 0.0.0.0/8, :: and cloud metadata addresses are always refused" },
     SettingDoc { env: "HOOKRELAY_EGRESS_HTTPS_ONLY", default: "false", help: "true: refuse http:// endpoint URLs, at registration (422 url_not_allowed) and at delivery" },
     SettingDoc { env: "HOOKRELAY_EGRESS_PROXY", default: "unset", help: "http(s) proxy URL for deliveries; targets are still checked by name and IP literal, the proxy resolves names" },
-    SettingDoc { env: "HOOKRELAY_SLED_CACHE_BYTES", default: "67108864", help: "page cache of the sled store (sled's own default is 1 GiB)" },
+    SettingDoc { env: "HOOKRELAY_SLED_CACHE_BYTES", default: "16777216", help: "page cache of the sled store (sled's own default is 1 GiB; more than 16 MiB bought no speed in docs/benchmarks.md)" },
     SettingDoc { env: "HOOKRELAY_LOG", default: "info", help: "log filter (tracing EnvFilter syntax, e.g. hookrelay=debug)" },
     SettingDoc { env: "HOOKRELAY_LOG_FORMAT", default: "text", help: "log format: text or json" },
 ];
@@ -199,7 +199,7 @@ impl Settings {
                 cache_bytes: parse_or(
                     get("HOOKRELAY_SLED_CACHE_BYTES"),
                     "HOOKRELAY_SLED_CACHE_BYTES",
-                    64 << 20,
+                    16 << 20,
                 )?,
             },
         };

@@ -11,6 +11,13 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's settings (it reads this symbol at start-up; `_RJEM_MALLOC_CONF` in the
+/// environment still overrides): two arenas are plenty for a handful of busy threads,
+/// and a background thread hands freed pages back to the kernel within a second, so
+/// RSS follows the load down instead of keeping its peak (docs/benchmarks.md).
+#[export_name = "_rjem_malloc_conf"]
+static MALLOC_CONF: &[u8; 70] = b"narenas:2,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
