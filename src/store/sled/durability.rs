@@ -1,5 +1,9 @@
-//! Group commit for sled: one thread makes writes durable for every caller waiting
-//! at that moment, so N concurrent ingests cost one flush + fsync instead of N.
+//! Group commit for sled: writes are made durable for every caller waiting at that
+//! moment, so N concurrent ingests cost one flush + fsync instead of N.
+//!
+//! Two threads form a pipeline: `hookrelay-commit` calls sled's `flush()` for everyone
+//! queued, then hands them to `hookrelay-fsync`, which syncs the files and answers. So
+//! the next group's flush overlaps this group's fsync instead of waiting for it.
 //!
 //! sled's `flush()` writes its log buffers and calls `sync_file_range`, which neither
 //! flushes the device cache nor syncs blob files (values above ~128 KiB are written to
@@ -39,7 +43,8 @@ pub const LOGSIZE_FILE: &str = "LOGSIZE";
 pub struct Durability {
     /// `None` once closed.
     requests: Mutex<Option<mpsc::Sender<Waiter>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The flush thread, then the fsync thread.
+    threads: Mutex<Vec<JoinHandle<()>>>,
     /// Set once a sync failed or hung: the store can no longer promise durability.
     failure: Arc<OnceLock<String>>,
 }
@@ -49,31 +54,54 @@ impl Durability {
         let log = File::open(dir.join("db"))?;
         sync_dir(dir)?;
         let (requests, queue) = mpsc::channel::<Waiter>();
+        let (flushed, flushed_queue) = mpsc::channel::<Vec<Waiter>>();
         let failure: Arc<OnceLock<String>> = Arc::default();
-        let thread_failure = failure.clone();
-        let mut syncer = Syncer {
-            db,
-            log,
-            dir: dir.to_owned(),
-            blobs_dir: dir.join("blobs"),
-            synced_blobs: HashSet::new(),
-            logsize_written: (0, Instant::now()),
-        };
-        let thread = std::thread::Builder::new()
+        let flush_failure = failure.clone();
+        let flusher = std::thread::Builder::new()
             .name("hookrelay-commit".into())
             .spawn(move || {
                 while let Ok(first) = queue.recv() {
                     // Everyone queued now wrote before asking, so one flush covers them all.
                     let mut waiters = vec![first];
                     waiters.extend(queue.try_iter());
+                    match db.flush() {
+                        Ok(_) => {
+                            if flushed.send(waiters).is_err() {
+                                return;
+                            }
+                        }
+                        Err(error) => {
+                            let error = error.to_string();
+                            tracing::error!(%error, waiters = waiters.len(), "making writes durable failed");
+                            let _ = flush_failure.set(error.clone());
+                            answer(waiters, Err(error));
+                        }
+                    }
+                }
+            })?;
+        let thread_failure = failure.clone();
+        let mut syncer = Syncer {
+            log,
+            dir: dir.to_owned(),
+            blobs_dir: dir.join("blobs"),
+            synced_blobs: HashSet::new(),
+            logsize_written: (0, Instant::now()),
+        };
+        let fsyncer = std::thread::Builder::new()
+            .name("hookrelay-fsync".into())
+            .spawn(move || {
+                while let Ok(first) = flushed_queue.recv() {
+                    // Everything flushed so far is covered by one fsync.
+                    let mut waiters = first;
+                    for more in flushed_queue.try_iter() {
+                        waiters.extend(more);
+                    }
                     let result = syncer.sync().map_err(|e| e.to_string());
                     if let Err(error) = &result {
                         tracing::error!(%error, waiters = waiters.len(), "making writes durable failed");
                         let _ = thread_failure.set(error.clone());
                     }
-                    for waiter in waiters {
-                        let _ = waiter.send(result.clone());
-                    }
+                    answer(waiters, result);
                 }
                 // Closed: the last sync ran, so the log length is the final one.
                 if thread_failure.get().is_none() {
@@ -82,7 +110,7 @@ impl Durability {
             })?;
         Ok(Self {
             requests: Mutex::new(Some(requests)),
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(vec![flusher, fsyncer]),
             failure,
         })
     }
@@ -124,21 +152,22 @@ impl Durability {
         }
     }
 
-    /// Stops the thread after it has served every request made before, and waits
-    /// for it, so that its handle on the database is gone when this returns.
+    /// Stops the threads after they have served every request made before, and waits
+    /// for them, so that their handle on the database is gone when this returns.
     /// A thread stuck in a failed sync is left behind (the process is ending anyway).
     pub fn close(&self) {
         drop(self.requests.lock().expect("commit channel poisoned").take());
-        if let Some(thread) = self.thread.lock().expect("commit thread poisoned").take() {
-            if self.failure.get().is_none() {
+        let threads = std::mem::take(&mut *self.threads.lock().expect("commit threads poisoned"));
+        if self.failure.get().is_none() {
+            for thread in threads {
                 let _ = thread.join();
             }
         }
     }
 }
 
+/// The fsync stage's state.
 struct Syncer {
-    db: sled::Db,
     /// sled's log file, `<dir>/db`.
     log: File,
     dir: PathBuf,
@@ -150,8 +179,8 @@ struct Syncer {
 }
 
 impl Syncer {
+    /// Makes what sled has flushed durable.
     fn sync(&mut self) -> std::io::Result<()> {
-        self.db.flush().map_err(std::io::Error::other)?;
         self.log.sync_data()?;
         self.sync_new_blobs()?;
         self.record_log_size(false);
@@ -203,6 +232,12 @@ impl Syncer {
         }
         self.synced_blobs = present;
         Ok(())
+    }
+}
+
+fn answer(waiters: Vec<Waiter>, result: Result<(), String>) {
+    for waiter in waiters {
+        let _ = waiter.send(result.clone());
     }
 }
 
