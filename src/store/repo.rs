@@ -171,7 +171,7 @@ pub trait Store: Send + Sync + 'static {
     /// Makes everything written so far durable (used at shutdown).
     async fn sync(&self) -> Result<(), StoreError>;
     /// Syncs, then releases what the backend holds beyond this handle (sled: the
-    /// commit thread and its database handle). Writes after this fail.
+    /// commit threads and their database handle). Writes after this fail.
     async fn close(&self) -> Result<(), StoreError>;
     /// Why the store can no longer promise durability (a sync failed or hung), if so.
     /// The application stops on it rather than go on answering from such a store.

@@ -92,6 +92,9 @@ pub fn http_client(pool: usize) -> anyhow::Result<reqwest::Client> {
         .no_proxy()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(pool)
+        // Below the gateway's (actix's) 5 s keep-alive: a connection idle for longer may be
+        // closed by the server just as a send reuses it, which shows up as a transport error.
+        .pool_idle_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(30))
         .build()
         .context("build the HTTP client")

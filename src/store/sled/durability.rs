@@ -39,7 +39,7 @@ const LOGSIZE_EVERY: Duration = Duration::from_secs(5);
 /// The file in the data directory holding the last recorded log length.
 pub const LOGSIZE_FILE: &str = "LOGSIZE";
 
-/// Handle to the commit thread.
+/// Handle to the commit threads.
 pub struct Durability {
     /// `None` once closed.
     requests: Mutex<Option<mpsc::Sender<Waiter>>>,
@@ -140,7 +140,7 @@ impl Durability {
         match tokio::time::timeout(BARRIER_TIMEOUT, wait).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(message))) => Err(StoreError::backend("making writes durable", message)),
-            Ok(Err(_)) => Err(StoreError::backend("making writes durable", "commit thread stopped")),
+            Ok(Err(_)) => Err(StoreError::backend("making writes durable", "commit threads stopped")),
             Err(_) => {
                 let message = format!(
                     "a sync did not finish within {} s (disk full or failing?)",
