@@ -197,6 +197,35 @@ impl SledStore {
         Ok(value)
     }
 
+    /// Queues a request in `batch`. The first request queued schedules `job` on the store
+    /// threads, and that job answers every request queued by the time it runs.
+    async fn batched<R, T>(
+        &self,
+        context: &'static str,
+        batch: &Batch<R>,
+        job: fn(&Inner) -> Replies,
+        request: impl FnOnce(Reply<T>) -> R,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if batch.push(request(reply)) {
+            let inner = self.inner.clone();
+            let scheduled = self.inner.threads.submit(move || {
+                let replies = job(&inner);
+                drop(inner); // before answering: see `Replies`
+                replies.send();
+            });
+            if !scheduled {
+                return Err(StoreError::backend(context, "the store threads stopped"));
+            }
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::backend(context, "the task panicked (see the log)"))?
+    }
+
     /// A write to a merchant or its endpoints: the cached copies are forgotten after it.
     async fn write_settings<T, F>(&self, merchant: &MerchantId, work: F) -> Result<T, StoreError>
     where
@@ -211,25 +240,18 @@ impl SledStore {
     /// The atomic write of an event and its deliveries, then the durability barrier.
     /// Events arriving together are written in one transaction and share one sync.
     async fn accept_event_durably(&self, event: &Event, endpoints: &[EndpointId]) -> Result<AcceptOutcome, StoreError> {
-        let (reply, result) = tokio::sync::oneshot::channel();
-        let acceptance = Acceptance {
-            event: event.clone(),
-            endpoints: endpoints.to_vec(),
-            reply,
-        };
-        if self.inner.acceptances.push(acceptance) {
-            let inner = self.inner.clone();
-            if !self.inner.threads.submit(move || {
-                let replies = inner.store_acceptances();
-                drop(inner);
-                replies.send();
-            }) {
-                return Err(StoreError::backend("storing an event", "the store threads stopped"));
-            }
-        }
-        let outcome = result
-            .await
-            .map_err(|_| StoreError::backend("storing an event", "the task panicked (see the log)"))??;
+        let outcome = self
+            .batched(
+                "storing an event",
+                &self.inner.acceptances,
+                Inner::store_acceptances,
+                |reply| Acceptance {
+                    event: event.clone(),
+                    endpoints: endpoints.to_vec(),
+                    reply,
+                },
+            )
+            .await?;
         self.inner.durability.barrier().await?;
         Ok(outcome)
     }
@@ -430,11 +452,14 @@ fn requeue(
     Ok(grew)
 }
 
+/// Where the answer to a batched request goes.
+type Reply<T> = tokio::sync::oneshot::Sender<Result<T, StoreError>>;
+
 /// An event to store, and who waits for it.
 struct Acceptance {
     event: Event,
     endpoints: Vec<EndpointId>,
-    reply: tokio::sync::oneshot::Sender<Result<AcceptOutcome, StoreError>>,
+    reply: Reply<AcceptOutcome>,
 }
 
 /// A worker asking for its endpoint's due deliveries.
@@ -444,7 +469,7 @@ struct ClaimRequest {
     limit: usize,
     lease_until: UnixMillis,
     horizon: UnixMillis,
-    reply: tokio::sync::oneshot::Sender<Result<Claimed, StoreError>>,
+    reply: Reply<Claimed>,
 }
 
 /// An attempt to record, and who waits for it.
@@ -452,7 +477,7 @@ struct Completion {
     claim: Claim,
     attempt: Attempt,
     next: Disposition,
-    reply: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+    reply: Reply<()>,
 }
 
 /// What recording one attempt did, decided inside the batch's transaction.
@@ -1243,54 +1268,35 @@ impl Store for SledStore {
         max_ahead: Duration,
     ) -> Result<Claimed, StoreError> {
         // Claims of all workers that ask at about the same time run in one job.
-        let (reply, result) = tokio::sync::oneshot::channel();
-        let request = ClaimRequest {
-            endpoint: endpoint.clone(),
-            now,
-            limit,
-            lease_until: now.saturating_add(lease.as_millis() as i64),
-            // No schedule is legitimately further ahead than this: beyond it, the clock
-            // must have jumped back since it was written, and the entry is due now.
-            horizon: now.saturating_add(max_ahead.as_millis() as i64),
-            reply,
-        };
-        if self.inner.claims.push(request) {
-            let inner = self.inner.clone();
-            if !self.inner.threads.submit(move || {
-                let replies = inner.run_claims();
-                drop(inner);
-                replies.send();
-            }) {
-                return Err(StoreError::backend("claiming deliveries", "the store threads stopped"));
+        self.batched("claiming deliveries", &self.inner.claims, Inner::run_claims, |reply| {
+            ClaimRequest {
+                endpoint: endpoint.clone(),
+                now,
+                limit,
+                lease_until: now.saturating_add(lease.as_millis() as i64),
+                // No schedule is legitimately further ahead than this: beyond it, the clock
+                // must have jumped back since it was written, and the entry is due now.
+                horizon: now.saturating_add(max_ahead.as_millis() as i64),
+                reply,
             }
-        }
-        result
-            .await
-            .map_err(|_| StoreError::backend("claiming deliveries", "the task panicked (see the log)"))?
+        })
+        .await
     }
 
     async fn complete_attempt(&self, claim: &Claim, attempt: &Attempt, next: Disposition) -> Result<(), StoreError> {
         // Recorded in batches: one transaction for every attempt that ended meanwhile.
-        let (reply, result) = tokio::sync::oneshot::channel();
-        let completion = Completion {
-            claim: claim.clone(),
-            attempt: attempt.clone(),
-            next,
-            reply,
-        };
-        if self.inner.completions.push(completion) {
-            let inner = self.inner.clone();
-            if !self.inner.threads.submit(move || {
-                let replies = inner.record_completions();
-                drop(inner);
-                replies.send();
-            }) {
-                return Err(StoreError::backend("recording an attempt", "the store threads stopped"));
-            }
-        }
-        result
-            .await
-            .map_err(|_| StoreError::backend("recording an attempt", "the task panicked (see the log)"))?
+        self.batched(
+            "recording an attempt",
+            &self.inner.completions,
+            Inner::record_completions,
+            |reply| Completion {
+                claim: claim.clone(),
+                attempt: attempt.clone(),
+                next,
+                reply,
+            },
+        )
+        .await
     }
 
     async fn purge_expired(&self, cutoff: UnixMillis, batch: usize) -> Result<usize, StoreError> {
