@@ -87,13 +87,20 @@ impl DeliveryClient {
         headers.insert("webhook-signature", header_value(&signature));
 
         let started = Instant::now();
-        let result = self
-            .http
-            .post(endpoint.url.as_str())
-            .headers(headers)
-            .body(payload)
-            .send()
-            .await;
+        let post = || {
+            self.http
+                .post(endpoint.url.as_str())
+                .headers(headers.clone())
+                .body(payload.clone())
+                .send()
+        };
+        let result = match post().await {
+            // A pooled connection the receiver closed just as we reused it (its keep-alive
+            // ran out): once more, on a new connection. Receivers deduplicate by
+            // `webhook-id` in the rare case the first copy was read after all.
+            Err(error) if closed_before_answer(&error) => post().await,
+            other => other,
+        };
         let report = match result {
             Ok(response) => classify_response(response).await,
             Err(error) => classify_error(&error),
@@ -170,6 +177,22 @@ fn classify_error(error: &reqwest::Error) -> AttemptReport {
         AttemptOutcome::ConnectError
     };
     report(outcome, None, Some(describe(error)), None)
+}
+
+/// Whether the connection closed after the request went out and before any answer came:
+/// hyper's "connection closed before message completed".
+fn closed_before_answer(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// The error with its causes, which reqwest keeps in the source chain.

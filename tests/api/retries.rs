@@ -362,3 +362,89 @@ async fn state_survives_a_restart_and_a_delivery_still_retrying_is_delivered_aft
     assert_eq!(response.status().as_u16(), 202);
     receiver.wait_for(got.len() + 1, WAIT).await;
 }
+
+/// A receiver that answers the first request on each connection and closes the
+/// connection, unanswered, when a second request arrives on it: what a server does when
+/// its keep-alive timer (5 s in Node.js and uvicorn, 2 s in gunicorn) fires just as a
+/// client reuses the connection. Returns its URL and the count of requests it read.
+async fn receiver_closing_reused_connections() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let requests = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                for served in 0.. {
+                    // Read one request: headers, then Content-Length bytes of body.
+                    let (head_end, body_len) = loop {
+                        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|line| line.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (end + 4, len);
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    while buffer.len() < head_end + body_len {
+                        let mut chunk = [0u8; 4096];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buffer.drain(..head_end + body_len);
+                    count.fetch_add(1, Ordering::SeqCst);
+                    if served > 0 {
+                        return; // closes the reused connection without an answer
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if socket.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, requests)
+}
+
+#[tokio::test]
+async fn a_connection_the_receiver_closed_as_it_was_reused_is_not_a_failed_attempt() {
+    let app = spawn_app().await;
+    let (url, requests) = receiver_closing_reused_connections().await;
+    let merchant = app.create_merchant("acme").await;
+    let endpoint = app.create_endpoint("acme", &url, &[]).await;
+    let endpoint_id = endpoint["id"].as_str().unwrap();
+
+    let first = ingest_queued(&app, &merchant, r#"{"type":"a.b"}"#, 1).await;
+    app.wait_for_delivery("acme", &first, endpoint_id, "succeeded", WAIT)
+        .await;
+    // The next delivery goes out on the pooled connection, which the receiver closes.
+    let second = ingest_queued(&app, &merchant, r#"{"type":"a.b"}"#, 1).await;
+    app.wait_for_delivery("acme", &second, endpoint_id, "succeeded", WAIT)
+        .await;
+
+    let attempts = app.attempts("acme", &second).await;
+    assert_eq!(
+        attempts.len(),
+        1,
+        "one attempt, not a failure and a retry: {attempts:#?}"
+    );
+    assert_eq!(attempts[0]["outcome"], "success", "{attempts:#?}");
+    // Sent on the old connection (closed unanswered), then once more on a new one.
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(app.metric(&attempts_total("connect_error")).await, 0.0);
+}
