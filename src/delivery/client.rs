@@ -12,6 +12,8 @@ use crate::domain::{AttemptOutcome, Endpoint, EventId};
 /// Most of a response body we read, to show it in `last_error` and to let the
 /// connection be reused; anything larger is cut off.
 const MAX_BODY_PREFIX: usize = 4096;
+/// A request whose connection closed unanswered sooner than this is sent once more.
+const RESEND_WITHIN: Duration = Duration::from_secs(1);
 /// Most of a body shown in `last_error`.
 const MAX_ERROR_BODY: usize = 256;
 
@@ -96,9 +98,11 @@ impl DeliveryClient {
         };
         let result = match post().await {
             // A pooled connection the receiver closed just as we reused it (its keep-alive
-            // ran out): once more, on a new connection. Receivers deduplicate by
+            // ran out): once more, on a new connection. That race fails at once; a close
+            // after a longer wait is the receiver's answer and stays a failed attempt, which
+            // also keeps the attempt within its lease. Receivers deduplicate by
             // `webhook-id` in the rare case the first copy was read after all.
-            Err(error) if closed_before_answer(&error) => post().await,
+            Err(error) if closed_before_answer(&error) && started.elapsed() < RESEND_WITHIN => post().await,
             other => other,
         };
         let report = match result {
