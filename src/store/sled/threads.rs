@@ -96,3 +96,31 @@ impl Replies {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_job_leaves_the_thread_running_and_queued_jobs_finish_after_drop() {
+        let threads = StoreThreads::start(1).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        assert!(threads.submit(|| panic!("a damaged page")));
+        for n in 0..3 {
+            let done = done.clone();
+            assert!(threads.submit(move || done.send(n).unwrap()));
+        }
+        drop(threads);
+        let seen: Vec<i32> = (0..3).map(|_| finished.recv().unwrap()).collect();
+        assert_eq!(seen, [0, 1, 2]);
+    }
+
+    #[test]
+    fn only_the_first_request_of_an_empty_batch_schedules_a_job() {
+        let batch = Batch::default();
+        assert!(batch.push(1));
+        assert!(!batch.push(2));
+        assert_eq!(batch.take(), [1, 2]);
+        assert!(batch.push(3), "after a take the next request schedules again");
+    }
+}
