@@ -168,16 +168,13 @@ impl SledStore {
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        let (reply, result) = tokio::sync::oneshot::channel();
-        if !self.inner.threads.submit(move || {
-            let result = work(&inner);
-            drop(inner); // before answering: see `Replies`
-            let _ = reply.send(result);
-        }) {
-            return Err(StoreError::backend("running a store task", "the store threads stopped"));
-        }
-        let result = result
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.schedule("running a store task", move |inner| {
+            let mut replies = Replies::default();
+            replies.add(reply, work(inner));
+            replies
+        })?;
+        let result = answer
             .await
             .map_err(|_| StoreError::backend("running a store task", "the task panicked (see the log)"))?;
         if let Err(error) = &result {
@@ -211,19 +208,31 @@ impl SledStore {
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         if batch.push(request(reply)) {
-            let inner = self.inner.clone();
-            let scheduled = self.inner.threads.submit(move || {
-                let replies = job(&inner);
-                drop(inner); // before answering: see `Replies`
-                replies.send();
-            });
-            if !scheduled {
-                return Err(StoreError::backend(context, "the store threads stopped"));
-            }
+            self.schedule(context, job)?;
         }
         answer
             .await
             .map_err(|_| StoreError::backend(context, "the task panicked (see the log)"))?
+    }
+
+    /// Runs `job` on a store thread, then sends its answers once it let go of the store
+    /// (see `Replies`).
+    fn schedule(
+        &self,
+        context: &'static str,
+        job: impl FnOnce(&Inner) -> Replies + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        let scheduled = self.inner.threads.submit(move || {
+            let replies = job(&inner);
+            drop(inner);
+            replies.send();
+        });
+        if scheduled {
+            Ok(())
+        } else {
+            Err(StoreError::backend(context, "the store threads stopped"))
+        }
     }
 
     /// A write to a merchant or its endpoints: the cached copies are forgotten after it.
@@ -462,6 +471,15 @@ struct Acceptance {
     reply: Reply<AcceptOutcome>,
 }
 
+/// The keys and records of one event, built before the batch's transaction.
+struct EventRows {
+    event_key: Vec<u8>,
+    dedupe_key: Option<Vec<u8>>,
+    record: Vec<u8>,
+    /// (delivery key, delivery record, queue key) per endpoint.
+    deliveries: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+}
+
 /// A worker asking for its endpoint's due deliveries.
 struct ClaimRequest {
     endpoint: EndpointId,
@@ -526,9 +544,8 @@ impl Inner {
         replies
     }
 
-    #[allow(clippy::type_complexity)] // the rows of one event, built before the transaction
     fn store_batch(&self, batch: &[Acceptance]) -> Result<Vec<Result<AcceptOutcome, StoreError>>, StoreError> {
-        let rows: Vec<(Vec<u8>, Option<Vec<u8>>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>)> = batch
+        let rows: Vec<EventRows> = batch
             .iter()
             .map(|Acceptance { event, endpoints, .. }| {
                 let event_key = keys::merchant_child(&event.merchant_id, event.id.as_str());
@@ -552,7 +569,12 @@ impl Inner {
                         )
                     })
                     .collect();
-                (event_key, dedupe_key, encode(event), deliveries)
+                EventRows {
+                    event_key,
+                    dedupe_key,
+                    record: encode(event),
+                    deliveries,
+                }
             })
             .collect();
         let trees = (
@@ -565,9 +587,9 @@ impl Inner {
         trees
             .transaction(|(events, payloads, dedupe, delivery_tree, queue)| {
                 let mut outcomes = Vec::with_capacity(batch.len());
-                for (acceptance, (event_key, dedupe_key, event_record, deliveries)) in batch.iter().zip(&rows) {
+                for (acceptance, rows) in batch.iter().zip(&rows) {
                     let event = &acceptance.event;
-                    if let Some(key) = dedupe_key {
+                    if let Some(key) = &rows.dedupe_key {
                         if let Some(first) = dedupe.get(key)? {
                             // Also an event earlier in this batch with the same key.
                             let first = String::from_utf8_lossy(&first).into_owned();
@@ -580,15 +602,15 @@ impl Inner {
                         }
                         dedupe.insert(key.as_slice(), event.id.as_str().as_bytes())?;
                     }
-                    events.insert(event_key.as_slice(), event_record.as_slice())?;
+                    events.insert(rows.event_key.as_slice(), rows.record.as_slice())?;
                     payloads.insert(event.id.as_str().as_bytes(), &event.payload[..])?;
-                    for (delivery_key, delivery, queue_key) in deliveries {
+                    for (delivery_key, delivery, queue_key) in &rows.deliveries {
                         delivery_tree.insert(delivery_key.as_slice(), delivery.as_slice())?;
                         queue.insert(queue_key.as_slice(), event.merchant_id.as_str().as_bytes())?;
                     }
                     outcomes.push(Ok(AcceptOutcome::Accepted {
                         event_id: event.id.clone(),
-                        deliveries: deliveries.len(),
+                        deliveries: rows.deliveries.len(),
                     }));
                 }
                 Ok(outcomes)
@@ -610,15 +632,14 @@ impl Inner {
     }
 
     fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
-        let ClaimRequest {
-            endpoint,
+        let &ClaimRequest {
+            ref endpoint,
             now,
             limit,
             lease_until,
             horizon,
             ..
         } = request;
-        let (now, limit, lease_until, horizon) = (*now, *limit, *lease_until, *horizon);
         let mut leases = self.leases.lock().expect("lease table poisoned");
         let unsynced = self.unsynced.lock().expect("unsynced set poisoned");
         let mut claimed = Claimed::default();
@@ -857,9 +878,9 @@ impl Inner {
 #[async_trait]
 impl Store for SledStore {
     async fn create_merchant(&self, merchant: &Merchant) -> Result<(), StoreError> {
+        let id = &merchant.id;
         let merchant = merchant.clone();
-        let id = merchant.id.clone();
-        self.write_settings(&id, move |s| {
+        self.write_settings(id, move |s| {
             let swapped = s
                 .merchants
                 .compare_and_swap(
@@ -913,8 +934,9 @@ impl Store for SledStore {
     }
 
     async fn delete_merchant(&self, id: &MerchantId) -> Result<bool, StoreError> {
+        let merchant = id;
         let id = id.clone();
-        self.write_settings(&id.clone(), move |s| {
+        self.write_settings(merchant, move |s| {
             let now = crate::domain::now_ms();
             // Remove the merchant first so ingest stops, then what hung off it.
             if s.merchants
@@ -948,9 +970,10 @@ impl Store for SledStore {
     }
 
     async fn update_merchant(&self, id: &MerchantId, update: &MerchantUpdate) -> Result<Merchant, StoreError> {
+        let merchant = id;
         let id = id.clone();
         let update = update.clone();
-        self.write_settings(&id.clone(), move |s| loop {
+        self.write_settings(merchant, move |s| loop {
             // Compare-and-swap: a concurrent change is re-read and re-applied, never undone.
             let Some(raw) = s.merchants.get(id.as_str()).map_err(sled_err("reading a merchant"))? else {
                 return Err(StoreError::NotFound);
@@ -973,8 +996,9 @@ impl Store for SledStore {
     }
 
     async fn create_endpoint(&self, endpoint: &Endpoint, limit: usize) -> Result<(), StoreError> {
+        let merchant = &endpoint.merchant_id;
         let endpoint = endpoint.clone();
-        self.write_settings(&endpoint.merchant_id.clone(), move |s| {
+        self.write_settings(merchant, move |s| {
             let _guard = s.endpoint_writes.lock().expect("endpoint lock poisoned");
             if s.merchants
                 .get(endpoint.merchant_id.as_str())
@@ -1040,8 +1064,9 @@ impl Store for SledStore {
     }
 
     async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
+        let merchant = &endpoint.merchant_id;
         let endpoint = endpoint.clone();
-        self.write_settings(&endpoint.merchant_id.clone(), move |s| {
+        self.write_settings(merchant, move |s| {
             let _guard = s.endpoint_writes.lock().expect("endpoint lock poisoned");
             let key = keys::merchant_child(&endpoint.merchant_id, endpoint.id.as_str());
             if s.endpoints
