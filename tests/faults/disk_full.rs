@@ -87,8 +87,17 @@ async fn ingest_status(
     support::send_one(process, url, &support::event_body(id, None, pad), ledger).await
 }
 
-/// The admin and event reads an operator needs while the disk is full (5 s each).
-async fn reads_work(process: &GatewayProcess, event_id: &str) -> Result<(), String> {
+/// The admin and event reads an operator needs while the disk is full (5 s each), one
+/// of them of an event acknowledged earlier.
+async fn reads_work(process: &GatewayProcess, ledger: &SharedLedger) -> Result<(), String> {
+    let event_id = ledger
+        .lock()
+        .unwrap()
+        .acked
+        .values()
+        .next()
+        .cloned()
+        .unwrap_or_default();
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))
@@ -208,15 +217,7 @@ async fn below_the_free_space_watermark_ingest_answers_503_and_recovers_when_spa
         codes.contains("insufficient_storage"),
         format!("refusal codes {codes:?}, expected insufficient_storage"),
     );
-    let any_event = ledger
-        .lock()
-        .unwrap()
-        .acked
-        .values()
-        .next()
-        .cloned()
-        .unwrap_or_default();
-    let reads = reads_work(&process, &any_event).await;
+    let reads = reads_work(&process, &ledger).await;
     row.check(reads.is_ok(), format!("reads while full: {reads:?}"));
 
     std::fs::remove_file(&ballast).expect("removing the ballast");
@@ -326,15 +327,7 @@ async fn with_the_watermark_off_a_full_disk_gives_503_never_a_lost_2xx_and_no_pa
         format!("answers other than 202/503 while full: {bad:?}"),
     );
     if exited_while_full.is_none() {
-        let any_event = ledger
-            .lock()
-            .unwrap()
-            .acked
-            .values()
-            .next()
-            .cloned()
-            .unwrap_or_default();
-        let reads = reads_work(&process, &any_event).await;
+        let reads = reads_work(&process, &ledger).await;
         row.check(reads.is_ok(), format!("reads while full: {reads:?}"));
     }
 
@@ -394,15 +387,7 @@ async fn with_the_watermark_off_a_full_disk_gives_503_never_a_lost_2xx_and_no_pa
             .send()
             .await
             .map(|r| r.status().as_u16());
-        let any_event = ledger
-            .lock()
-            .unwrap()
-            .acked
-            .values()
-            .next()
-            .cloned()
-            .unwrap_or_default();
-        let reads = reads_work(&process, &any_event).await;
+        let reads = reads_work(&process, &ledger).await;
         row.observe(format!(
             "meanwhile /readyz answers {:?}, admin reads {}",
             ready.ok(),
