@@ -186,10 +186,11 @@ async fn the_expired_and_canceled_samples_share_an_id_so_sent_as_is_the_second_i
 
 #[tokio::test]
 async fn every_attempt_carries_json_content_type_its_own_timestamp_a_valid_signature_and_the_same_webhook_id() {
-    // Retries more than a second apart, so each attempt has a timestamp of its own.
+    // Retries more than a second apart, so each attempt has a timestamp of its own:
+    // jitter takes up to a fifth off a delay, and 1,300 ms less a fifth is still 1,040 ms.
     let app = spawn_app_with(&[
-        ("HOOKRELAY_RETRY_INITIAL_MS", "1100"),
-        ("HOOKRELAY_RETRY_MAX_MS", "1100"),
+        ("HOOKRELAY_RETRY_INITIAL_MS", "1300"),
+        ("HOOKRELAY_RETRY_MAX_MS", "1300"),
     ])
     .await;
     let receiver = Receiver::answering(|n| Reply::status(if n == 0 { 500 } else { 200 })).await;
