@@ -12,6 +12,7 @@ mod access;
 mod cache;
 mod durability;
 pub mod keys;
+mod records;
 mod sealed;
 mod threads;
 
@@ -23,12 +24,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional as _;
 
 use self::cache::SettingsCache;
 use self::durability::Durability;
+use self::records::{collect_deliveries, decode, encode, encode_compact, read_delivery, FanOut};
 use self::threads::{Batch, Replies, StoreThreads};
 use super::repo::{AcceptOutcome, Claim, Claimed, Disposition, Page, PageRequest, Store, StoreError};
 use crate::domain::MerchantUpdate;
@@ -39,8 +41,12 @@ use crate::secrets::SecretCipher;
 
 /// The file in the data directory that names its layout (see `keys.rs`).
 const FORMAT_FILE: &str = "FORMAT";
-/// The layout this build reads and writes.
-const FORMAT: &str = "hookrelay-sled 1";
+/// The layout this build writes. 2: events, deliveries and attempts in the compact
+/// layout, queue entries carrying the attempt count, one fan-out record per event.
+const FORMAT: &str = "hookrelay-sled 2";
+/// Earlier layouts this build reads too; opening one marks it as `FORMAT` first, since
+/// an older build could not read what this one writes.
+const READABLE_FORMATS: &[&str] = &["hookrelay-sled 1"];
 /// Files hookrelay may create in a data directory before the store.
 const OWN_FILES: &[&str] = &[
     "admin_token",
@@ -279,6 +285,11 @@ pub(super) fn check_data_dir(dir: &Path) -> Result<(), StoreError> {
     let format_path = dir.join(FORMAT_FILE);
     match std::fs::read_to_string(&format_path) {
         Ok(found) if found.trim() == FORMAT => check_log_intact(dir),
+        Ok(found) if READABLE_FORMATS.contains(&found.trim()) => {
+            check_log_intact(dir)?;
+            write_durably(dir, FORMAT_FILE, format!("{FORMAT}\n").as_bytes())
+                .map_err(|e| StoreError::backend("upgrading the FORMAT file", e))
+        }
         Ok(found) => Err(StoreError::Incompatible(format!(
             "{} says {:?}; this build reads {FORMAT:?} (a data directory of another hookrelay version?)",
             format_path.display(),
@@ -374,14 +385,6 @@ fn sled_err(context: &'static str) -> impl Fn(sled::Error) -> StoreError {
     move |e| StoreError::backend(context, e)
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("records serialise to JSON")
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::backend("decoding a stored record", e))
-}
-
 /// Errors inside a sled transaction: our own aborts or sled's.
 fn tx_err<E: Into<StoreError>>(context: &'static str) -> impl Fn(TransactionError<E>) -> StoreError {
     move |e| match e {
@@ -452,11 +455,11 @@ fn requeue(
     delivery.updated_at = now;
     queue.insert(
         keys::queue(&delivery.endpoint_id, now, &delivery.event_id),
-        delivery.merchant_id.as_str().as_bytes(),
+        keys::queue_entry(&delivery.merchant_id, 0, delivery.created_at),
     )?;
     deliveries.insert(
         keys::delivery(&delivery.event_id, &delivery.endpoint_id),
-        encode(&delivery),
+        encode_compact(&delivery),
     )?;
     Ok(grew)
 }
@@ -476,8 +479,12 @@ struct EventRows {
     event_key: Vec<u8>,
     dedupe_key: Option<Vec<u8>>,
     record: Vec<u8>,
-    /// (delivery key, delivery record, queue key) per endpoint.
-    deliveries: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+    /// Its deliveries, pending until each has a record of its own; `None` without endpoints.
+    fan_out: Option<Vec<u8>>,
+    /// One queue entry per delivery.
+    queue_keys: Vec<Vec<u8>>,
+    /// The value of each of its queue entries.
+    queue_entry: Vec<u8>,
 }
 
 /// A worker asking for its endpoint's due deliveries.
@@ -504,8 +511,6 @@ enum Recorded {
     LeftQueue,
     /// Rescheduled, or changed under the attempt (replayed, recovered, retired).
     Stayed,
-    /// Its record could not be read; the lease expires and it is attempted again.
-    Unreadable(String),
 }
 
 impl Inner {
@@ -553,27 +558,23 @@ impl Inner {
                     .idempotency_key
                     .as_ref()
                     .map(|key| keys::merchant_child(&event.merchant_id, key.as_str()));
-                let deliveries = endpoints
-                    .iter()
-                    .map(|endpoint| {
-                        let delivery = Delivery::new(
-                            event.id.clone(),
-                            endpoint.clone(),
-                            event.merchant_id.clone(),
-                            event.received_at,
-                        );
-                        (
-                            keys::delivery(&event.id, endpoint),
-                            encode(&delivery),
-                            keys::queue(endpoint, event.received_at, &event.id),
-                        )
+                let fan_out = (!endpoints.is_empty()).then(|| {
+                    encode_compact(&FanOut {
+                        merchant_id: event.merchant_id.clone(),
+                        received_at: event.received_at,
+                        endpoints: endpoints.clone(),
                     })
-                    .collect();
+                });
                 EventRows {
                     event_key,
                     dedupe_key,
-                    record: encode(event),
-                    deliveries,
+                    record: encode_compact(event),
+                    fan_out,
+                    queue_keys: endpoints
+                        .iter()
+                        .map(|endpoint| keys::queue(endpoint, event.received_at, &event.id))
+                        .collect(),
+                    queue_entry: keys::queue_entry(&event.merchant_id, 0, event.received_at),
                 }
             })
             .collect();
@@ -604,13 +605,15 @@ impl Inner {
                     }
                     events.insert(rows.event_key.as_slice(), rows.record.as_slice())?;
                     payloads.insert(event.id.as_str().as_bytes(), &event.payload[..])?;
-                    for (delivery_key, delivery, queue_key) in &rows.deliveries {
-                        delivery_tree.insert(delivery_key.as_slice(), delivery.as_slice())?;
-                        queue.insert(queue_key.as_slice(), event.merchant_id.as_str().as_bytes())?;
+                    if let Some(fan_out) = &rows.fan_out {
+                        delivery_tree.insert(event.id.as_str().as_bytes(), fan_out.as_slice())?;
+                    }
+                    for queue_key in &rows.queue_keys {
+                        queue.insert(queue_key.as_slice(), rows.queue_entry.as_slice())?;
                     }
                     outcomes.push(Ok(AcceptOutcome::Accepted {
                         event_id: event.id.clone(),
-                        deliveries: rows.deliveries.len(),
+                        deliveries: rows.queue_keys.len(),
                     }));
                 }
                 Ok(outcomes)
@@ -645,21 +648,27 @@ impl Inner {
         let mut claimed = Claimed::default();
         let claimable = |key: &[u8]| leases.get(key).is_none_or(|until| *until <= now) && !unsynced.contains(key);
         let mut due_keys = Vec::new();
+        // Whether an entry not yet due was seen while slots were left: only then can
+        // one scheduled beyond the horizon be waiting at the far end. (With every slot
+        // used, the attempts just claimed wake the worker when they end.)
+        let mut future_seen = false;
         // Oldest first, up to the first entry not yet due.
         for entry in self.queue.scan_prefix(endpoint.as_str()) {
-            let (key, merchant) = entry.map_err(sled_err("scanning the queue"))?;
+            let (key, value) = entry.map_err(sled_err("scanning the queue"))?;
             let Some((due, _)) = keys::parse_queue(&key).filter(|_| claimable(&key)) else {
                 continue;
             };
             if due > now || due_keys.len() >= limit {
                 claimed.next_due = Some(due);
+                future_seen = due_keys.len() < limit;
                 break;
             }
-            due_keys.push((key, merchant));
+            due_keys.push((key, value));
         }
         // Then, from the far end, entries scheduled beyond the horizon.
-        for entry in self.queue.scan_prefix(endpoint.as_str()).rev() {
-            let (key, merchant) = entry.map_err(sled_err("scanning the queue"))?;
+        let far_end = self.queue.scan_prefix(endpoint.as_str()).rev();
+        for entry in far_end.take_while(|_| future_seen) {
+            let (key, value) = entry.map_err(sled_err("scanning the queue"))?;
             let Some((due, _)) = keys::parse_queue(&key) else {
                 continue;
             };
@@ -673,21 +682,28 @@ impl Inner {
                 claimed.next_due = Some(now);
                 break;
             }
-            due_keys.push((key, merchant));
+            due_keys.push((key, value));
         }
-        for (key, merchant) in due_keys {
-            let Some((due, event)) = keys::parse_queue(&key) else {
-                continue;
+        for (key, value) in due_keys {
+            let (Some((due, event)), Some(entry)) = (keys::parse_queue(&key), keys::parse_queue_entry(&value)) else {
+                return Err(StoreError::backend(
+                    "reading a queue entry",
+                    format!("malformed entry {key:?}"),
+                ));
             };
-            let delivery = self
-                .deliveries
-                .get(keys::delivery(&event, endpoint))
-                .map_err(sled_err("reading a delivery"))?;
+            // Entries of the first layout carry no progress: read it from the delivery.
+            let progress = match entry.progress {
+                Some(progress) => Some(progress),
+                None => {
+                    let get = |key: &[u8]| self.deliveries.get(key).map_err(sled_err("reading a delivery"));
+                    read_delivery(get, |e| e, &event, endpoint)?.map(|d| (d.attempts, d.created_at))
+                }
+            };
             let payload = self
                 .payloads
                 .get(event.as_str())
                 .map_err(sled_err("reading a payload"))?;
-            let (Some(delivery), Some(payload)) = (delivery, payload) else {
+            let (Some((attempts, received_at)), Some(payload)) = (progress, payload) else {
                 // The event was deleted under the queue entry.
                 if self
                     .queue
@@ -699,17 +715,14 @@ impl Inner {
                 }
                 continue;
             };
-            let delivery: Delivery = decode(&delivery)?;
-            let merchant_id = MerchantId::parse(&String::from_utf8_lossy(&merchant))
-                .map_err(|e| StoreError::backend("reading a queue entry", e))?;
             leases.insert(key.to_vec(), lease_until);
             claimed.claims.push(Claim {
                 event_id: event,
                 endpoint_id: endpoint.clone(),
-                merchant_id,
+                merchant_id: entry.merchant,
                 due,
-                attempt: delivery.attempts + 1,
-                received_at: delivery.created_at,
+                attempt: attempts + 1,
+                received_at,
                 // Shares sled's buffer: no copy of the body per delivery.
                 payload: Bytes::from_owner(payload),
             });
@@ -732,19 +745,12 @@ impl Inner {
         match outcome {
             Ok(recorded) => {
                 for (completion, recorded) in batch.into_iter().zip(recorded) {
-                    let reply = match recorded {
-                        Recorded::LeftQueue => {
-                            self.depth.fetch_sub(1, Ordering::Relaxed);
-                            Ok(())
-                        }
-                        Recorded::Stayed => Ok(()),
-                        Recorded::Unreadable(error) => Err(StoreError::backend("reading a delivery", error)),
-                    };
-                    if reply.is_ok() {
-                        let claim = &completion.claim;
-                        leases.remove(&keys::queue(&claim.endpoint_id, claim.due, &claim.event_id));
+                    if let Recorded::LeftQueue = recorded {
+                        self.depth.fetch_sub(1, Ordering::Relaxed);
                     }
-                    replies.add(completion.reply, reply);
+                    let claim = &completion.claim;
+                    leases.remove(&keys::queue(&claim.endpoint_id, claim.due, &claim.event_id));
+                    replies.add(completion.reply, Ok(()));
                 }
             }
             Err(error) => {
@@ -766,7 +772,7 @@ impl Inner {
             .iter()
             .map(|c| {
                 let seq = self.db.generate_id().map_err(sled_err("numbering an attempt"))?;
-                Ok((keys::attempt(&c.claim.event_id, seq), encode(&c.attempt)))
+                Ok((keys::attempt(&c.claim.event_id, seq), encode_compact(&c.attempt)))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         (&self.deliveries, &self.queue, &self.failed, &self.attempts)
@@ -774,25 +780,26 @@ impl Inner {
                 let mut recorded = Vec::with_capacity(batch.len());
                 for (completion, (attempt_key, attempt_record)) in batch.iter().zip(&records) {
                     let (claim, attempt) = (&completion.claim, &completion.attempt);
-                    let delivery_key = keys::delivery(&claim.event_id, &claim.endpoint_id);
-                    let Some(raw) = deliveries.get(&delivery_key)? else {
-                        recorded.push(Recorded::Stayed); // deleted meanwhile
-                        continue;
-                    };
-                    attempts.insert(attempt_key.as_slice(), attempt_record.as_slice())?;
-                    let mut delivery: Delivery = match decode(&raw) {
-                        Ok(delivery) => delivery,
-                        Err(error) => {
-                            recorded.push(Recorded::Unreadable(crate::error::error_chain(&error)));
-                            continue;
+                    // The claimed queue entry exists exactly while the delivery is pending
+                    // and due at the claimed time: every change of either changes both.
+                    // Without it, the delivery was replayed, recovered or retired (or its
+                    // event deleted) while the attempt ran, and the attempt changes nothing.
+                    let queue_key = keys::queue(&claim.endpoint_id, claim.due, &claim.event_id);
+                    if queue.remove(queue_key)?.is_none() {
+                        let get = |key: &[u8]| deliveries.get(key).map_err(Into::into);
+                        if read_delivery(get, abort, &claim.event_id, &claim.endpoint_id)?.is_some() {
+                            attempts.insert(attempt_key.as_slice(), attempt_record.as_slice())?;
                         }
-                    };
-                    if delivery.status != DeliveryStatus::Pending || delivery.next_attempt_at != Some(claim.due) {
-                        // Replayed, recovered or retired while the attempt ran.
                         recorded.push(Recorded::Stayed);
                         continue;
                     }
-                    queue.remove(keys::queue(&claim.endpoint_id, claim.due, &claim.event_id))?;
+                    attempts.insert(attempt_key.as_slice(), attempt_record.as_slice())?;
+                    let mut delivery = Delivery::new(
+                        claim.event_id.clone(),
+                        claim.endpoint_id.clone(),
+                        claim.merchant_id.clone(),
+                        claim.received_at,
+                    );
                     delivery.attempts = claim.attempt;
                     delivery.last_attempt_at = Some(attempt.attempted_at);
                     delivery.last_status_code = attempt.status_code;
@@ -808,7 +815,7 @@ impl Inner {
                             delivery.next_attempt_at = Some(at);
                             queue.insert(
                                 keys::queue(&claim.endpoint_id, at, &claim.event_id),
-                                claim.merchant_id.as_str().as_bytes(),
+                                keys::queue_entry(&claim.merchant_id, claim.attempt, claim.received_at),
                             )?;
                             Recorded::Stayed
                         }
@@ -819,7 +826,10 @@ impl Inner {
                             Recorded::LeftQueue
                         }
                     });
-                    deliveries.insert(delivery_key.as_slice(), encode(&delivery))?;
+                    deliveries.insert(
+                        keys::delivery(&claim.event_id, &claim.endpoint_id),
+                        encode_compact(&delivery),
+                    )?;
                 }
                 Ok(recorded)
             })
@@ -840,13 +850,13 @@ impl Inner {
                     if queue.remove(&*key)?.is_none() {
                         return Ok(());
                     }
-                    if let Some(raw) = deliveries.get(&dkey)? {
-                        let mut delivery: Delivery = tx_decode(&raw)?;
+                    let get = |key: &[u8]| deliveries.get(key).map_err(Into::into);
+                    if let Some(mut delivery) = read_delivery(get, abort, &event, endpoint)? {
                         delivery.status = DeliveryStatus::Failed;
                         delivery.next_attempt_at = None;
                         delivery.last_error = Some("endpoint deleted".to_owned());
                         delivery.updated_at = now;
-                        deliveries.insert(dkey.as_slice(), encode(&delivery))?;
+                        deliveries.insert(dkey.as_slice(), encode_compact(&delivery))?;
                     }
                     Ok(())
                 })
@@ -1160,21 +1170,15 @@ impl Store for SledStore {
 
     async fn list_deliveries(&self, event: &EventId) -> Result<Vec<Delivery>, StoreError> {
         let event = event.clone();
-        self.run(move |s| {
-            s.deliveries
-                .scan_prefix(event.as_str())
-                .values()
-                .map(|raw| decode(&raw.map_err(sled_err("scanning deliveries"))?))
-                .collect()
-        })
-        .await
+        self.run(move |s| collect_deliveries(&event, s.deliveries.scan_prefix(event.as_str())))
+            .await
     }
 
     async fn get_delivery(&self, event: &EventId, endpoint: &EndpointId) -> Result<Option<Delivery>, StoreError> {
-        let key = keys::delivery(event, endpoint);
+        let (event, endpoint) = (event.clone(), endpoint.clone());
         self.run(move |s| {
-            let raw = s.deliveries.get(key).map_err(sled_err("reading a delivery"))?;
-            raw.map(|raw| decode(&raw)).transpose()
+            let get = |key: &[u8]| s.deliveries.get(key).map_err(sled_err("reading a delivery"));
+            read_delivery(get, |e| e, &event, &endpoint)
         })
         .await
     }
@@ -1221,8 +1225,9 @@ impl Store for SledStore {
                 .transaction(|(deliveries, queue, failed)| {
                     let mut grew = 0;
                     for endpoint in &endpoints {
-                        let delivery = match deliveries.get(keys::delivery(&event.id, endpoint))? {
-                            Some(raw) => tx_decode(&raw)?,
+                        let get = |key: &[u8]| deliveries.get(key).map_err(Into::into);
+                        let delivery = match read_delivery(get, abort, &event.id, endpoint)? {
+                            Some(delivery) => delivery,
                             None => {
                                 let mut d =
                                     Delivery::new(event.id.clone(), endpoint.clone(), event.merchant_id.clone(), now);
@@ -1340,12 +1345,7 @@ impl Store for SledStore {
                     if event.received_at >= cutoff {
                         break; // keys are time-ordered within a merchant
                     }
-                    let deliveries: Vec<Delivery> = s
-                        .deliveries
-                        .scan_prefix(event.id.as_str())
-                        .values()
-                        .map(|raw| decode(&raw.map_err(sled_err("scanning deliveries"))?))
-                        .collect::<Result<_, _>>()?;
+                    let deliveries = collect_deliveries(&event.id, s.deliveries.scan_prefix(event.id.as_str()))?;
                     if deliveries.iter().any(|d| d.status == DeliveryStatus::Pending) {
                         skipped += 1;
                         if skipped > batch * 10 {

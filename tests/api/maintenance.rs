@@ -161,3 +161,115 @@ async fn a_store_whose_log_was_cut_short_or_emptied_is_refused_not_opened_with_e
         .unwrap();
     assert!(format!("{error:#}").contains("is empty"), "{error:#}");
 }
+
+/// Records as the first layout (`hookrelay-sled 1`) wrote them: JSON records, a delivery
+/// record per endpoint, queue entries holding only the merchant id.
+#[tokio::test]
+async fn a_data_directory_of_the_first_layout_is_upgraded_and_its_queued_delivery_is_sent() {
+    let receiver = Receiver::answering(|_| Reply::status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("FORMAT"), "hookrelay-sled 1\n").unwrap();
+    let token = "whk_layout-one-token-0123456789abcdefghijklmnopq";
+    let (endpoint, event) = (
+        "ep_0190a1b2c3d4e5f60718293a4b5c6d7e",
+        "evt_0190a1b2c3d4e5f60718293a4b5c6d7f",
+    );
+    let received_at = 1_764_000_000_000_i64;
+    let body = br#"{"id":"evt_provider_1","type":"checkout_session.completed"}"#;
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = |name: &str| db.open_tree(name).unwrap();
+        let record = |value: serde_json::Value| serde_json::to_vec(&value).unwrap();
+        tree("merchants")
+            .insert(
+                "old",
+                record(serde_json::json!({ "id": "old", "name": null, "ingest_token": token, "created_at": 1 })),
+            )
+            .unwrap();
+        let endpoint_record = serde_json::json!({
+            "id": endpoint, "merchant_id": "old", "url": receiver.url("/hook"), "event_types": [],
+            "description": null, "secret": "whsec_CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJ", "retired_secrets": [],
+            "enabled": true, "created_at": 1, "updated_at": 1,
+        });
+        tree("endpoints")
+            .insert([&b"old\0"[..], endpoint.as_bytes()].concat(), record(endpoint_record))
+            .unwrap();
+        let event_record = serde_json::json!({
+            "id": event, "merchant_id": "old", "event_type": "checkout_session.completed",
+            "idempotency_key": "evt_provider_1", "received_at": received_at,
+        });
+        tree("events")
+            .insert([&b"old\0"[..], event.as_bytes()].concat(), record(event_record))
+            .unwrap();
+        tree("payloads").insert(event, &body[..]).unwrap();
+        tree("dedupe").insert("old\0evt_provider_1", event).unwrap();
+        let delivery = serde_json::json!({
+            "event_id": event, "endpoint_id": endpoint, "merchant_id": "old", "status": "pending",
+            "attempts": 0, "next_attempt_at": received_at, "last_attempt_at": null, "last_status_code": null,
+            "last_error": null, "created_at": received_at, "updated_at": received_at,
+        });
+        tree("deliveries")
+            .insert([event, endpoint].concat(), record(delivery))
+            .unwrap();
+        let queue_key = [
+            endpoint.as_bytes(),
+            &(received_at as u64).to_be_bytes(),
+            event.as_bytes(),
+        ]
+        .concat();
+        tree("queue").insert(queue_key, "old").unwrap();
+        db.flush().unwrap();
+    }
+
+    let stop = CancellationToken::new();
+    let app = Application::build(settings_on(dir.path()), stop.clone())
+        .await
+        .expect("a data directory of the first layout opens");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("FORMAT")).unwrap(),
+        "hookrelay-sled 2\n",
+        "marked as the new layout, which older builds refuse"
+    );
+    let port = app.port();
+    let task = tokio::spawn(app.run_until_stopped());
+
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].header("webhook-id"), event);
+    assert_eq!(got[0].body, body);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let admin = |path: String| {
+        let request = http
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .bearer_auth("test-admin-token-0123456789");
+        async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let shown = loop {
+        let shown = admin(format!("/api/v1/merchants/old/events/{event}")).await;
+        if shown["deliveries"][0]["status"] == "succeeded" || Instant::now() > deadline {
+            break shown;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(shown["deliveries"][0]["status"], "succeeded", "{shown:#}");
+    assert_eq!(shown["deliveries"][0]["attempts"], 1, "{shown:#}");
+
+    // The old idempotency key still deduplicates; a new event is stored in the new layout beside the old.
+    let ingest = |body: &'static str| {
+        http.post(format!("http://127.0.0.1:{port}/ingest/old?token={token}"))
+            .body(body)
+            .send()
+    };
+    let duplicate: serde_json::Value = ingest(r#"{"id":"evt_provider_1"}"#)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(duplicate["event_id"], event, "{duplicate}");
+    let fresh = ingest(r#"{"id":"evt_provider_2"}"#).await.unwrap();
+    assert_eq!(fresh.status().as_u16(), 202);
+    receiver.wait_for(2, Duration::from_secs(10)).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}

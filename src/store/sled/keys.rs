@@ -6,17 +6,23 @@
 //! |--------------|---------------------------------------|------------------|
 //! | `merchants`  | merchant                              | Merchant (JSON, secrets sealed) |
 //! | `endpoints`  | merchant 0x00 endpoint                | Endpoint (JSON, secrets sealed) |
-//! | `events`     | merchant 0x00 event                   | Event (JSON)     |
+//! | `events`     | merchant 0x00 event                   | Event            |
 //! | `payloads`   | event                                 | raw body         |
 //! | `dedupe`     | merchant 0x00 idempotency key         | event id         |
-//! | `deliveries` | event endpoint                        | Delivery (JSON)  |
-//! | `queue`      | endpoint due(u64 BE ms) event         | merchant id      |
+//! | `deliveries` | event                                 | FanOut: the event's endpoints (`records.rs`) |
+//! | `deliveries` | event endpoint                        | Delivery, once it changed from pending and untried |
+//! | `queue`      | endpoint due(u64 BE ms) event         | [`QueueEntry`]   |
 //! | `failed`     | endpoint event                        | empty            |
-//! | `attempts`   | event seq(u64 BE)                     | Attempt (JSON)   |
+//! | `attempts`   | event seq(u64 BE)                     | Attempt          |
 //! | `admin_tokens` | token name                          | AdminToken (JSON: name, scope, SHA-256 hex, created_at) |
 //! | `admin_token_hashes` | SHA-256 of the token (32 bytes) | token name     |
 //! | `audit`      | seq(u64 BE)                           | AuditEntry (JSON), changes |
 //! | `audit_refusals` | seq(u64 BE), shared with `audit`  | AuditEntry (JSON), 401/403, newest kept |
+//!
+//! Events, fan-outs, deliveries and attempts are postcard records after a 0x01 byte;
+//! the other records, and every record of a layout 1 data directory, are JSON
+//! (`records.rs` reads both). Layout 1 also had a delivery record per endpoint from
+//! the start and queue entries holding only the merchant id.
 //!
 //! Admin tokens themselves are never stored, only their SHA-256 (`sled/access.rs`).
 //! Ingest tokens and signing secrets are stored encrypted (`sled/sealed.rs`); the
@@ -57,6 +63,42 @@ pub fn parse_queue(key: &[u8]) -> Option<(UnixMillis, EventId)> {
     Some((due, EventId::parse(event).ok()?))
 }
 
+/// What a queue entry carries, so that a claim needs no read of the delivery record.
+#[derive(Debug, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub merchant: MerchantId,
+    /// (attempts made so far, when the event was received); `None` for an entry
+    /// written before entries carried them.
+    pub progress: Option<(u32, UnixMillis)>,
+}
+
+/// Marks an entry that carries its progress: merchant ids never contain 0x00.
+const QUEUE_ENTRY_TAG: u8 = 0;
+const QUEUE_ENTRY_HEAD: usize = 1 + 4 + 8;
+
+pub fn queue_entry(merchant: &MerchantId, attempts: u32, received_at: UnixMillis) -> Vec<u8> {
+    let mut value = Vec::with_capacity(QUEUE_ENTRY_HEAD + merchant.as_str().len());
+    value.push(QUEUE_ENTRY_TAG);
+    value.extend_from_slice(&attempts.to_be_bytes());
+    value.extend_from_slice(&received_at.to_be_bytes());
+    value.extend_from_slice(merchant.as_str().as_bytes());
+    value
+}
+
+pub fn parse_queue_entry(value: &[u8]) -> Option<QueueEntry> {
+    let (progress, merchant) = match value.first() {
+        Some(&QUEUE_ENTRY_TAG) => {
+            let head = value.get(..QUEUE_ENTRY_HEAD)?;
+            let attempts = u32::from_be_bytes(head[1..5].try_into().ok()?);
+            let received_at = i64::from_be_bytes(head[5..13].try_into().ok()?);
+            (Some((attempts, received_at)), &value[QUEUE_ENTRY_HEAD..])
+        }
+        _ => (None, value),
+    };
+    let merchant = MerchantId::parse(std::str::from_utf8(merchant).ok()?).ok()?;
+    Some(QueueEntry { merchant, progress })
+}
+
 pub fn failed(endpoint: &EndpointId, event: &str) -> Vec<u8> {
     [endpoint.as_str().as_bytes(), event.as_bytes()].concat()
 }
@@ -91,5 +133,27 @@ mod tests {
         assert!(early < late);
         assert_eq!(parse_queue(&late), Some((2_000, a)));
         assert!(late < prefix_end(ep.as_str().as_bytes()));
+    }
+
+    #[test]
+    fn queue_entries_round_trip_and_entries_of_the_first_layout_still_parse() {
+        let merchant = MerchantId::parse("acme").unwrap();
+        let entry = queue_entry(&merchant, 7, 1_764_000_000_123);
+        assert_eq!(
+            parse_queue_entry(&entry),
+            Some(QueueEntry {
+                merchant: merchant.clone(),
+                progress: Some((7, 1_764_000_000_123)),
+            })
+        );
+        assert_eq!(
+            parse_queue_entry(b"acme"),
+            Some(QueueEntry {
+                merchant,
+                progress: None
+            })
+        );
+        assert_eq!(parse_queue_entry(&entry[..5]), None, "a cut entry is refused");
+        assert_eq!(parse_queue_entry(b""), None);
     }
 }
