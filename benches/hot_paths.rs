@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the pure functions every delivery runs through: signing, the
-//! sled key layout, and the JSON records of deliveries and attempts.
+//! sled key layout and queue entries, and the records of deliveries and attempts in
+//! both layouts (JSON: layout 1; postcard: layout 2).
 //!
 //! `cargo bench --bench hot_paths` (add `-- --quick` for a fast pass). Results and
 //! their context: docs/benchmarks.md.
@@ -10,6 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hookrelay::delivery::{sign, signature_header};
 use hookrelay::domain::{Attempt, AttemptOutcome, Delivery, EndpointId, EndpointSecret, EventId, MerchantId};
 use hookrelay::store::sled_keys as keys;
+use hookrelay::store::sled_records as stored;
 
 /// A DashX-style event body of about 1 KiB, as the bench tool sends.
 fn body() -> Vec<u8> {
@@ -55,13 +57,22 @@ fn key_encoding(c: &mut Criterion) {
     group.bench_function("delivery key", |b| {
         b.iter(|| keys::delivery(black_box(&event), black_box(&endpoint)))
     });
+    let merchant = MerchantId::parse("merchant-1").unwrap();
+    let entry = keys::queue_entry(&merchant, 2, 1_764_000_000_000);
+    group.bench_function("queue entry", |b| {
+        b.iter(|| keys::queue_entry(black_box(&merchant), black_box(2), black_box(1_764_000_000_000)))
+    });
+    group.bench_function("parse queue entry", |b| {
+        b.iter(|| keys::parse_queue_entry(black_box(&entry)))
+    });
     group.finish();
 }
 
 fn records(c: &mut Criterion) {
     let merchant = MerchantId::parse("merchant-1").unwrap();
     let delivery = Delivery::new(EventId::generate(), EndpointId::generate(), merchant, 1_764_000_000_000);
-    let encoded = serde_json::to_vec(&delivery).unwrap();
+    let json = stored::encode(&delivery);
+    let compact = stored::encode_compact(&delivery);
     let attempt = Attempt {
         event_id: delivery.event_id.clone(),
         endpoint_id: delivery.endpoint_id.clone(),
@@ -73,14 +84,23 @@ fn records(c: &mut Criterion) {
         duration_ms: 1,
     };
     let mut group = c.benchmark_group("records");
-    group.bench_function("encode delivery", |b| {
-        b.iter(|| serde_json::to_vec(black_box(&delivery)).unwrap())
+    group.bench_function("encode delivery, JSON", |b| {
+        b.iter(|| stored::encode(black_box(&delivery)))
     });
-    group.bench_function("decode delivery", |b| {
-        b.iter(|| serde_json::from_slice::<Delivery>(black_box(&encoded)).unwrap())
+    group.bench_function("encode delivery, postcard", |b| {
+        b.iter(|| stored::encode_compact(black_box(&delivery)))
     });
-    group.bench_function("encode attempt", |b| {
-        b.iter(|| serde_json::to_vec(black_box(&attempt)).unwrap())
+    group.bench_function("decode delivery, JSON", |b| {
+        b.iter(|| stored::decode::<Delivery>(black_box(&json)).unwrap())
+    });
+    group.bench_function("decode delivery, postcard", |b| {
+        b.iter(|| stored::decode::<Delivery>(black_box(&compact)).unwrap())
+    });
+    group.bench_function("encode attempt, JSON", |b| {
+        b.iter(|| stored::encode(black_box(&attempt)))
+    });
+    group.bench_function("encode attempt, postcard", |b| {
+        b.iter(|| stored::encode_compact(black_box(&attempt)))
     });
     group.finish();
 }

@@ -10,4 +10,5 @@ pub use disk::DiskGuard;
 pub use open::open;
 pub use repo::{AcceptOutcome, Claim, Claimed, Disposition, Page, PageRequest, Store, StoreError};
 pub use sled::keys as sled_keys;
+pub use sled::records as sled_records;
 pub use sled::SledStore;

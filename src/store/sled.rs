@@ -12,7 +12,7 @@ mod access;
 mod cache;
 mod durability;
 pub mod keys;
-mod records;
+pub mod records;
 mod sealed;
 mod threads;
 
