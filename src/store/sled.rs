@@ -30,7 +30,7 @@ use sled::Transactional as _;
 
 use self::cache::SettingsCache;
 use self::durability::Durability;
-use self::records::{collect_deliveries, decode, encode, encode_compact, read_delivery, FanOut};
+use self::records::{collect_deliveries, decode, encode, encode_compact, read_delivery, read_delivery_in, FanOut};
 use self::threads::{Batch, Replies, StoreThreads};
 use super::repo::{AcceptOutcome, Claim, Claimed, Disposition, Page, PageRequest, Store, StoreError};
 use crate::domain::MerchantUpdate;
@@ -786,8 +786,7 @@ impl Inner {
                     // event deleted) while the attempt ran, and the attempt changes nothing.
                     let queue_key = keys::queue(&claim.endpoint_id, claim.due, &claim.event_id);
                     if queue.remove(queue_key)?.is_none() {
-                        let get = |key: &[u8]| deliveries.get(key).map_err(Into::into);
-                        if read_delivery(get, abort, &claim.event_id, &claim.endpoint_id)?.is_some() {
+                        if read_delivery_in(deliveries, &claim.event_id, &claim.endpoint_id)?.is_some() {
                             attempts.insert(attempt_key.as_slice(), attempt_record.as_slice())?;
                         }
                         recorded.push(Recorded::Stayed);
@@ -850,8 +849,7 @@ impl Inner {
                     if queue.remove(&*key)?.is_none() {
                         return Ok(());
                     }
-                    let get = |key: &[u8]| deliveries.get(key).map_err(Into::into);
-                    if let Some(mut delivery) = read_delivery(get, abort, &event, endpoint)? {
+                    if let Some(mut delivery) = read_delivery_in(deliveries, &event, endpoint)? {
                         delivery.status = DeliveryStatus::Failed;
                         delivery.next_attempt_at = None;
                         delivery.last_error = Some("endpoint deleted".to_owned());
@@ -1225,8 +1223,7 @@ impl Store for SledStore {
                 .transaction(|(deliveries, queue, failed)| {
                     let mut grew = 0;
                     for endpoint in &endpoints {
-                        let get = |key: &[u8]| deliveries.get(key).map_err(Into::into);
-                        let delivery = match read_delivery(get, abort, &event.id, endpoint)? {
+                        let delivery = match read_delivery_in(deliveries, &event.id, endpoint)? {
                             Some(delivery) => delivery,
                             None => {
                                 let mut d =

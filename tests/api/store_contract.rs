@@ -449,6 +449,60 @@ async fn an_attempt_that_outlived_a_replay_does_not_undo_it(store: &dyn Store) {
     assert_eq!(store.queue_depth().await.unwrap(), 1);
 }
 
+/// A delivery nothing has happened to yet (a backend may keep no record of it of its
+/// own) reads as pending and untried, and a replay of it moves it rather than queueing
+/// it twice.
+async fn an_untried_delivery_reads_as_pending_and_a_replay_moves_it(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    let other = endpoint(&m);
+    store.create_endpoint(&other, 5).await.unwrap();
+    let ev = event(&m, None, 1_000);
+    let endpoints = [e.id.clone(), other.id.clone()];
+    store.accept_event(&ev, &endpoints).await.unwrap();
+    let listed = store.list_deliveries(&ev.id).await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for d in &listed {
+        assert_eq!(
+            (d.status, d.attempts, d.next_attempt_at, d.created_at),
+            (DeliveryStatus::Pending, 0, Some(1_000), 1_000),
+            "{d:?}"
+        );
+    }
+    assert!(listed[0].endpoint_id < listed[1].endpoint_id, "ordered by endpoint");
+
+    let full = store.get_event(&m.id, &ev.id).await.unwrap().unwrap();
+    store.replay_event(&full, &endpoints, 1_500).await.unwrap();
+    assert_eq!(store.queue_depth().await.unwrap(), 2, "moved, not queued twice");
+    assert!(store
+        .claim_due(&e.id, 1_200, 10, LEASE, AHEAD)
+        .await
+        .unwrap()
+        .claims
+        .is_empty());
+    let claims = store.claim_due(&e.id, 2_000, 10, LEASE, AHEAD).await.unwrap().claims;
+    assert_eq!(claims.len(), 1, "one queue entry per delivery: {claims:?}");
+    let claim = &claims[0];
+    assert_eq!((claim.due, claim.attempt, claim.received_at), (1_500, 1, 1_000));
+    store
+        .complete_attempt(claim, &attempt(claim, AttemptOutcome::Success), Disposition::Succeeded)
+        .await
+        .unwrap();
+
+    let done = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.attempts, done.created_at),
+        (DeliveryStatus::Succeeded, 1, 1_000)
+    );
+    let waiting = store.get_delivery(&ev.id, &other.id).await.unwrap().unwrap();
+    assert_eq!(
+        (waiting.status, waiting.next_attempt_at),
+        (DeliveryStatus::Pending, Some(1_500))
+    );
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+    let page = PageRequest { limit: 10, after: None };
+    assert_eq!(store.list_attempts(&ev.id, page).await.unwrap().items.len(), 1);
+}
+
 async fn deleting_an_endpoint_fails_its_pending_deliveries(store: &dyn Store) {
     let (m, e) = seeded(store).await;
     let ev = event(&m, None, 1_000);
@@ -708,6 +762,7 @@ contract!(
     a_failed_attempt_is_rescheduled_then_succeeds,
     failed_deliveries_are_replayed_and_recovered,
     an_attempt_that_outlived_a_replay_does_not_undo_it,
+    an_untried_delivery_reads_as_pending_and_a_replay_moves_it,
     deleting_an_endpoint_fails_its_pending_deliveries,
     deleting_a_merchant_removes_what_hangs_off_it,
     events_list_newest_first_with_a_type_filter,

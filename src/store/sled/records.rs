@@ -8,6 +8,7 @@
 //! event and attempt use postcard (about a third of their JSON size).
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::IVec;
 
 use super::keys;
@@ -80,6 +81,16 @@ pub fn read_delivery<E>(
         Some(raw) => Ok(decode::<FanOut>(&raw).map_err(bad)?.implied(event, endpoint)),
         None => Ok(None),
     }
+}
+
+/// [`read_delivery`] inside a transaction.
+pub fn read_delivery_in(
+    deliveries: &TransactionalTree,
+    event: &EventId,
+    endpoint: &EndpointId,
+) -> Result<Option<Delivery>, ConflictableTransactionError<StoreError>> {
+    let get = |key: &[u8]| deliveries.get(key).map_err(Into::into);
+    read_delivery(get, ConflictableTransactionError::Abort, event, endpoint)
 }
 
 /// Every delivery of an event, ordered by endpoint id, from a scan of the event's
