@@ -30,7 +30,9 @@ use sled::Transactional as _;
 
 use self::cache::SettingsCache;
 use self::durability::Durability;
-use self::records::{collect_deliveries, decode, encode, encode_compact, read_delivery, read_delivery_in, FanOut};
+use self::records::{
+    decode, encode, encode_compact, list_deliveries_from, read_delivery_from, read_delivery_in, FanOut,
+};
 use self::threads::{Batch, Replies, StoreThreads};
 use super::repo::{AcceptOutcome, Claim, Claimed, Disposition, Page, PageRequest, Store, StoreError};
 use crate::domain::MerchantUpdate;
@@ -694,10 +696,7 @@ impl Inner {
             // Entries of the first layout carry no progress: read it from the delivery.
             let progress = match entry.progress {
                 Some(progress) => Some(progress),
-                None => {
-                    let get = |key: &[u8]| self.deliveries.get(key).map_err(sled_err("reading a delivery"));
-                    read_delivery(get, |e| e, &event, endpoint)?.map(|d| (d.attempts, d.created_at))
-                }
+                None => read_delivery_from(&self.deliveries, &event, endpoint)?.map(|d| (d.attempts, d.created_at)),
             };
             let payload = self
                 .payloads
@@ -1168,17 +1167,13 @@ impl Store for SledStore {
 
     async fn list_deliveries(&self, event: &EventId) -> Result<Vec<Delivery>, StoreError> {
         let event = event.clone();
-        self.run(move |s| collect_deliveries(&event, s.deliveries.scan_prefix(event.as_str())))
-            .await
+        self.run(move |s| list_deliveries_from(&s.deliveries, &event)).await
     }
 
     async fn get_delivery(&self, event: &EventId, endpoint: &EndpointId) -> Result<Option<Delivery>, StoreError> {
         let (event, endpoint) = (event.clone(), endpoint.clone());
-        self.run(move |s| {
-            let get = |key: &[u8]| s.deliveries.get(key).map_err(sled_err("reading a delivery"));
-            read_delivery(get, |e| e, &event, &endpoint)
-        })
-        .await
+        self.run(move |s| read_delivery_from(&s.deliveries, &event, &endpoint))
+            .await
     }
 
     async fn list_attempts(&self, event: &EventId, page: PageRequest) -> Result<Page<Attempt>, StoreError> {
@@ -1342,7 +1337,7 @@ impl Store for SledStore {
                     if event.received_at >= cutoff {
                         break; // keys are time-ordered within a merchant
                     }
-                    let deliveries = collect_deliveries(&event.id, s.deliveries.scan_prefix(event.id.as_str()))?;
+                    let deliveries = list_deliveries_from(&s.deliveries, &event.id)?;
                     if deliveries.iter().any(|d| d.status == DeliveryStatus::Pending) {
                         skipped += 1;
                         if skipped > batch * 10 {

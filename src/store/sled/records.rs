@@ -83,6 +83,20 @@ pub fn read_delivery<E>(
     }
 }
 
+/// [`read_delivery`] from the `deliveries` tree.
+pub fn read_delivery_from(
+    deliveries: &sled::Tree,
+    event: &EventId,
+    endpoint: &EndpointId,
+) -> Result<Option<Delivery>, StoreError> {
+    let get = |key: &[u8]| {
+        deliveries
+            .get(key)
+            .map_err(|e| StoreError::backend("reading a delivery", e))
+    };
+    read_delivery(get, |e| e, event, endpoint)
+}
+
 /// [`read_delivery`] inside a transaction.
 pub fn read_delivery_in(
     deliveries: &TransactionalTree,
@@ -93,9 +107,14 @@ pub fn read_delivery_in(
     read_delivery(get, ConflictableTransactionError::Abort, event, endpoint)
 }
 
+/// Every delivery of an event, ordered by endpoint id, from the `deliveries` tree.
+pub fn list_deliveries_from(deliveries: &sled::Tree, event: &EventId) -> Result<Vec<Delivery>, StoreError> {
+    collect_deliveries(event, deliveries.scan_prefix(event.as_str()))
+}
+
 /// Every delivery of an event, ordered by endpoint id, from a scan of the event's
 /// prefix of the `deliveries` tree.
-pub fn collect_deliveries(
+fn collect_deliveries(
     event: &EventId,
     entries: impl Iterator<Item = sled::Result<(IVec, IVec)>>,
 ) -> Result<Vec<Delivery>, StoreError> {
