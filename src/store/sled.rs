@@ -5,6 +5,12 @@
 //! flushes them within `FLUSH_EVERY_MS`, and one lost on a crash only means the
 //! delivery is attempted again (delivery is at-least-once).
 //!
+//! The hot paths (storing events, recording attempts) use no sled transaction: each
+//! one writes sled's log buffer out twice and wakes its whole I/O thread pool. Their
+//! writes are ordered instead. sled recovers its log up to the first tear, so after a
+//! crash the writes of one thread survive as a prefix, and the write made last stands
+//! for all before it: an event's record, an attempt's removal of its queue entry.
+//!
 //! Leases live in memory: sled admits one process, and a crash of that process ends
 //! all its leases at once, which is exactly what lease expiry would do.
 
@@ -78,13 +84,19 @@ struct Inner {
     durability: Durability,
     /// Queue keys claimed by a worker of this process → lease deadline (ms).
     leases: Mutex<HashMap<Vec<u8>, UnixMillis>>,
-    /// Queue keys of accepted events whose write is not yet fsync'd. Claims skip
-    /// them: an event must not be delivered before a crash could no longer undo it.
-    unsynced: Mutex<HashSet<Vec<u8>>>,
+    /// Accepted events whose write is not yet fsync'd. Claims skip their queue
+    /// entries: an event must not be delivered before a crash could no longer undo it.
+    unsynced: Mutex<HashSet<EventId>>,
     /// Pending deliveries; counted at open, then kept up to date by every transition.
     depth: AtomicI64,
     /// Serialises endpoint creation so the per-merchant limit cannot be overrun.
     endpoint_writes: Mutex<()>,
+    /// Serialises batches of accepted events, so a dedupe key checked is still absent
+    /// when it is written (see `store_batch`).
+    ingest_writes: Mutex<()>,
+    /// Serialises every change of a queue entry that exists already (attempts recorded,
+    /// replay, recovery, retirement), so each sees the queue as the last one left it.
+    queue_writes: Mutex<()>,
     /// Admin tokens (hashes only) and the audit log.
     access: access::AccessTrees,
     /// Seals the secrets of merchants and endpoints on write, opens them on read.
@@ -156,6 +168,8 @@ impl SledStore {
             unsynced: Mutex::new(HashSet::new()),
             depth: AtomicI64::new(0),
             endpoint_writes: Mutex::new(()),
+            ingest_writes: Mutex::new(()),
+            queue_writes: Mutex::new(()),
             access: access::AccessTrees::open(&db)?,
             cipher,
             threads: StoreThreads::start(store_threads())
@@ -255,7 +269,7 @@ impl SledStore {
     }
 
     /// The atomic write of an event and its deliveries, then the durability barrier.
-    /// Events arriving together are written in one transaction and share one sync.
+    /// Events arriving together are written in one job and share one sync.
     async fn accept_event_durably(&self, event: &Event, endpoints: &[EndpointId]) -> Result<AcceptOutcome, StoreError> {
         let outcome = self
             .batched(
@@ -476,7 +490,7 @@ struct Acceptance {
     reply: Reply<AcceptOutcome>,
 }
 
-/// The keys and records of one event, built before the batch's transaction.
+/// The keys and records of one event, built before the batch is written.
 struct EventRows {
     event_key: Vec<u8>,
     dedupe_key: Option<Vec<u8>>,
@@ -487,6 +501,32 @@ struct EventRows {
     queue_keys: Vec<Vec<u8>>,
     /// The value of each of its queue entries.
     queue_entry: Vec<u8>,
+}
+
+impl EventRows {
+    fn new(event: &Event, endpoints: &[EndpointId]) -> Self {
+        let fan_out = (!endpoints.is_empty()).then(|| {
+            encode_compact(&FanOut {
+                merchant_id: event.merchant_id.clone(),
+                received_at: event.received_at,
+                endpoints: endpoints.to_vec(),
+            })
+        });
+        Self {
+            event_key: keys::merchant_child(&event.merchant_id, event.id.as_str()),
+            dedupe_key: event
+                .idempotency_key
+                .as_ref()
+                .map(|key| keys::merchant_child(&event.merchant_id, key.as_str())),
+            record: encode_compact(event),
+            fan_out,
+            queue_keys: endpoints
+                .iter()
+                .map(|endpoint| keys::queue(endpoint, event.received_at, &event.id))
+                .collect(),
+            queue_entry: keys::queue_entry(&event.merchant_id, 0, event.received_at),
+        }
+    }
 }
 
 /// A worker asking for its endpoint's due deliveries.
@@ -507,7 +547,7 @@ struct Completion {
     reply: Reply<()>,
 }
 
-/// What recording one attempt did, decided inside the batch's transaction.
+/// What recording one attempt did.
 enum Recorded {
     /// The delivery left the queue (succeeded or failed for good).
     LeftQueue,
@@ -524,7 +564,7 @@ impl Inner {
         }
     }
 
-    /// Runs on a store thread: stores every queued event in one transaction.
+    /// Runs on a store thread: stores every queued event.
     fn store_acceptances(&self) -> Replies {
         let mut replies = Replies::default();
         let batch = self.acceptances.take();
@@ -552,75 +592,79 @@ impl Inner {
     }
 
     fn store_batch(&self, batch: &[Acceptance]) -> Result<Vec<Result<AcceptOutcome, StoreError>>, StoreError> {
-        let rows: Vec<EventRows> = batch
-            .iter()
-            .map(|Acceptance { event, endpoints, .. }| {
-                let event_key = keys::merchant_child(&event.merchant_id, event.id.as_str());
-                let dedupe_key = event
-                    .idempotency_key
-                    .as_ref()
-                    .map(|key| keys::merchant_child(&event.merchant_id, key.as_str()));
-                let fan_out = (!endpoints.is_empty()).then(|| {
-                    encode_compact(&FanOut {
-                        merchant_id: event.merchant_id.clone(),
-                        received_at: event.received_at,
-                        endpoints: endpoints.clone(),
-                    })
-                });
-                EventRows {
-                    event_key,
-                    dedupe_key,
-                    record: encode_compact(event),
-                    fan_out,
-                    queue_keys: endpoints
-                        .iter()
-                        .map(|endpoint| keys::queue(endpoint, event.received_at, &event.id))
-                        .collect(),
-                    queue_entry: keys::queue_entry(&event.merchant_id, 0, event.received_at),
-                }
-            })
-            .collect();
-        let trees = (
-            &self.events,
-            &self.payloads,
-            &self.dedupe,
-            &self.deliveries,
-            &self.queue,
-        );
-        trees
-            .transaction(|(events, payloads, dedupe, delivery_tree, queue)| {
-                let mut outcomes = Vec::with_capacity(batch.len());
-                for (acceptance, rows) in batch.iter().zip(&rows) {
-                    let event = &acceptance.event;
-                    if let Some(key) = &rows.dedupe_key {
-                        if let Some(first) = dedupe.get(key)? {
-                            // Also an event earlier in this batch with the same key.
-                            let first = String::from_utf8_lossy(&first).into_owned();
-                            outcomes.push(
-                                EventId::parse(&first)
-                                    .map(|event_id| AcceptOutcome::Duplicate { event_id })
-                                    .map_err(|e| StoreError::backend("reading a dedupe key", e)),
-                            );
+        let mut rows: Vec<EventRows> = batch.iter().map(|a| EventRows::new(&a.event, &a.endpoints)).collect();
+        // Not a sled transaction: each one seals and writes sled's log buffer twice and
+        // wakes its whole I/O thread pool, which cost more than the writes themselves
+        // (docs/benchmarks.md). The batch is on disk before anyone is answered anyway
+        // (the durability barrier), so atomicity matters only for a crash in between,
+        // and sled recovers a prefix of its log. Hence the order: the dedupe key first,
+        // the event record last. A dedupe key without its event record names an event
+        // cut short by a crash, never acknowledged: its resend is written again under
+        // that first id, so receivers never see one event under two ids.
+        let _serial = self.ingest_writes.lock().expect("ingest lock poisoned");
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (acceptance, rows) in batch.iter().zip(&mut rows) {
+            let mut event = &acceptance.event;
+            let resumed;
+            if let Some(key) = &rows.dedupe_key {
+                // Also an event earlier in this batch with the same key.
+                match self.dedupe.get(key).map_err(sled_err("reading a dedupe key"))? {
+                    None => {
+                        self.dedupe
+                            .insert(key.as_slice(), event.id.as_str().as_bytes())
+                            .map_err(sled_err("storing a dedupe key"))?;
+                    }
+                    Some(first) => {
+                        let first = std::str::from_utf8(&first)
+                            .map_err(|e| e.to_string())
+                            .and_then(EventId::parse)
+                            .map_err(|e| StoreError::backend("reading a dedupe key", e))?;
+                        let first_key = keys::merchant_child(&event.merchant_id, first.as_str());
+                        if self
+                            .events
+                            .contains_key(first_key)
+                            .map_err(sled_err("reading an event"))?
+                        {
+                            outcomes.push(Ok(AcceptOutcome::Duplicate { event_id: first }));
                             continue;
                         }
-                        dedupe.insert(key.as_slice(), event.id.as_str().as_bytes())?;
+                        tracing::info!(event_id = %first.as_str(), "an event cut short by a crash was sent again");
+                        resumed = Event {
+                            id: first,
+                            ..event.clone()
+                        };
+                        event = &resumed;
+                        *rows = EventRows::new(event, &acceptance.endpoints);
+                        self.unsynced
+                            .lock()
+                            .expect("unsynced set poisoned")
+                            .insert(event.id.clone());
                     }
-                    events.insert(rows.event_key.as_slice(), rows.record.as_slice())?;
-                    payloads.insert(event.id.as_str().as_bytes(), &event.payload[..])?;
-                    if let Some(fan_out) = &rows.fan_out {
-                        delivery_tree.insert(event.id.as_str().as_bytes(), fan_out.as_slice())?;
-                    }
-                    for queue_key in &rows.queue_keys {
-                        queue.insert(queue_key.as_slice(), rows.queue_entry.as_slice())?;
-                    }
-                    outcomes.push(Ok(AcceptOutcome::Accepted {
-                        event_id: event.id.clone(),
-                        deliveries: rows.queue_keys.len(),
-                    }));
                 }
-                Ok(outcomes)
-            })
-            .map_err(tx_err::<StoreError>("storing events"))
+            }
+            let stored = sled_err("storing an event");
+            self.payloads
+                .insert(event.id.as_str().as_bytes(), &event.payload[..])
+                .map_err(&stored)?;
+            if let Some(fan_out) = &rows.fan_out {
+                self.deliveries
+                    .insert(event.id.as_str().as_bytes(), fan_out.as_slice())
+                    .map_err(&stored)?;
+            }
+            for queue_key in &rows.queue_keys {
+                self.queue
+                    .insert(queue_key.as_slice(), rows.queue_entry.as_slice())
+                    .map_err(&stored)?;
+            }
+            self.events
+                .insert(rows.event_key.as_slice(), rows.record.as_slice())
+                .map_err(&stored)?;
+            outcomes.push(Ok(AcceptOutcome::Accepted {
+                event_id: event.id.clone(),
+                deliveries: rows.queue_keys.len(),
+            }));
+        }
+        Ok(outcomes)
     }
 
     /// Runs on a store thread: answers every queued claim, one after the other.
@@ -648,7 +692,9 @@ impl Inner {
         let mut leases = self.leases.lock().expect("lease table poisoned");
         let unsynced = self.unsynced.lock().expect("unsynced set poisoned");
         let mut claimed = Claimed::default();
-        let claimable = |key: &[u8]| leases.get(key).is_none_or(|until| *until <= now) && !unsynced.contains(key);
+        let claimable = |key: &[u8], event: &EventId| {
+            leases.get(key).is_none_or(|until| *until <= now) && !unsynced.contains(event)
+        };
         let mut due_keys = Vec::new();
         // Whether an entry not yet due was seen while slots were left: only then can
         // one scheduled beyond the horizon be waiting at the far end. (With every slot
@@ -657,7 +703,7 @@ impl Inner {
         // Oldest first, up to the first entry not yet due.
         for entry in self.queue.scan_prefix(endpoint.as_str()) {
             let (key, value) = entry.map_err(sled_err("scanning the queue"))?;
-            let Some((due, _)) = keys::parse_queue(&key).filter(|_| claimable(&key)) else {
+            let Some((due, _)) = keys::parse_queue(&key).filter(|(_, event)| claimable(&key, event)) else {
                 continue;
             };
             if due > now || due_keys.len() >= limit {
@@ -671,13 +717,13 @@ impl Inner {
         let far_end = self.queue.scan_prefix(endpoint.as_str()).rev();
         for entry in far_end.take_while(|_| future_seen) {
             let (key, value) = entry.map_err(sled_err("scanning the queue"))?;
-            let Some((due, _)) = keys::parse_queue(&key) else {
+            let Some((due, event)) = keys::parse_queue(&key) else {
                 continue;
             };
             if due <= horizon {
                 break;
             }
-            if !claimable(&key) {
+            if !claimable(&key, &event) {
                 continue;
             }
             if due_keys.len() >= limit {
@@ -729,7 +775,7 @@ impl Inner {
         Ok(claimed)
     }
 
-    /// Runs on a store thread: records every queued attempt in one transaction.
+    /// Runs on a store thread: records every queued attempt.
     fn record_completions(&self) -> Replies {
         let mut replies = Replies::default();
         let batch = self.completions.take();
@@ -774,68 +820,87 @@ impl Inner {
                 Ok((keys::attempt(&c.claim.event_id, seq), encode_compact(&c.attempt)))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        (&self.deliveries, &self.queue, &self.failed, &self.attempts)
-            .transaction(|(deliveries, queue, failed, attempts)| {
-                let mut recorded = Vec::with_capacity(batch.len());
-                for (completion, (attempt_key, attempt_record)) in batch.iter().zip(&records) {
-                    let (claim, attempt) = (&completion.claim, &completion.attempt);
-                    // The claimed queue entry exists exactly while the delivery is pending
-                    // and due at the claimed time: every change of either changes both.
-                    // Without it, the delivery was replayed, recovered or retired (or its
-                    // event deleted) while the attempt ran, and the attempt changes nothing.
-                    let queue_key = keys::queue(&claim.endpoint_id, claim.due, &claim.event_id);
-                    if queue.remove(queue_key)?.is_none() {
-                        if read_delivery_in(deliveries, &claim.event_id, &claim.endpoint_id)?.is_some() {
-                            attempts.insert(attempt_key.as_slice(), attempt_record.as_slice())?;
-                        }
-                        recorded.push(Recorded::Stayed);
-                        continue;
-                    }
-                    attempts.insert(attempt_key.as_slice(), attempt_record.as_slice())?;
-                    let mut delivery = Delivery::new(
-                        claim.event_id.clone(),
-                        claim.endpoint_id.clone(),
-                        claim.merchant_id.clone(),
-                        claim.received_at,
-                    );
-                    delivery.attempts = claim.attempt;
-                    delivery.last_attempt_at = Some(attempt.attempted_at);
-                    delivery.last_status_code = attempt.status_code;
-                    delivery.last_error = attempt.error.clone();
-                    delivery.updated_at = attempt.attempted_at;
-                    recorded.push(match completion.next {
-                        Disposition::Succeeded => {
-                            delivery.status = DeliveryStatus::Succeeded;
-                            delivery.next_attempt_at = None;
-                            Recorded::LeftQueue
-                        }
-                        Disposition::RetryAt(at) => {
-                            delivery.next_attempt_at = Some(at);
-                            queue.insert(
-                                keys::queue(&claim.endpoint_id, at, &claim.event_id),
-                                keys::queue_entry(&claim.merchant_id, claim.attempt, claim.received_at),
-                            )?;
-                            Recorded::Stayed
-                        }
-                        Disposition::Failed => {
-                            delivery.status = DeliveryStatus::Failed;
-                            delivery.next_attempt_at = None;
-                            failed.insert(keys::failed(&claim.endpoint_id, claim.event_id.as_str()), &[])?;
-                            Recorded::LeftQueue
-                        }
-                    });
-                    deliveries.insert(
-                        keys::delivery(&claim.event_id, &claim.endpoint_id),
-                        encode_compact(&delivery),
-                    )?;
+        // Not a sled transaction (see `store_batch`). Attempt outcomes are not synced one
+        // by one, and sled recovers a prefix of its log, so each attempt writes its new
+        // state first and drops the claimed queue entry last: a crash in between leaves
+        // the delivery queued, and the attempt is made again (at-least-once).
+        let _serial = self.queue_writes.lock().expect("queue lock poisoned");
+        let written = sled_err("recording an attempt");
+        let mut recorded = Vec::with_capacity(batch.len());
+        for (completion, (attempt_key, attempt_record)) in batch.iter().zip(&records) {
+            let (claim, attempt) = (&completion.claim, &completion.attempt);
+            // The claimed queue entry exists exactly while the delivery is pending and due
+            // at the claimed time: every change of either changes both. Without it, the
+            // delivery was replayed, recovered or retired (or its event deleted) while the
+            // attempt ran, and the attempt changes nothing.
+            let queue_key = keys::queue(&claim.endpoint_id, claim.due, &claim.event_id);
+            if !self.queue.contains_key(&queue_key).map_err(&written)? {
+                if read_delivery_from(&self.deliveries, &claim.event_id, &claim.endpoint_id)?.is_some() {
+                    self.attempts
+                        .insert(attempt_key.as_slice(), attempt_record.as_slice())
+                        .map_err(&written)?;
                 }
-                Ok(recorded)
-            })
-            .map_err(tx_err::<StoreError>("recording attempts"))
+                recorded.push(Recorded::Stayed);
+                continue;
+            }
+            self.attempts
+                .insert(attempt_key.as_slice(), attempt_record.as_slice())
+                .map_err(&written)?;
+            let mut delivery = Delivery::new(
+                claim.event_id.clone(),
+                claim.endpoint_id.clone(),
+                claim.merchant_id.clone(),
+                claim.received_at,
+            );
+            delivery.attempts = claim.attempt;
+            delivery.last_attempt_at = Some(attempt.attempted_at);
+            delivery.last_status_code = attempt.status_code;
+            delivery.last_error = attempt.error.clone();
+            delivery.updated_at = attempt.attempted_at;
+            let mut requeued = None;
+            recorded.push(match completion.next {
+                Disposition::Succeeded => {
+                    delivery.status = DeliveryStatus::Succeeded;
+                    delivery.next_attempt_at = None;
+                    Recorded::LeftQueue
+                }
+                Disposition::RetryAt(at) => {
+                    delivery.next_attempt_at = Some(at);
+                    let key = keys::queue(&claim.endpoint_id, at, &claim.event_id);
+                    self.queue
+                        .insert(
+                            key.as_slice(),
+                            keys::queue_entry(&claim.merchant_id, claim.attempt, claim.received_at),
+                        )
+                        .map_err(&written)?;
+                    requeued = Some(key);
+                    Recorded::Stayed
+                }
+                Disposition::Failed => {
+                    delivery.status = DeliveryStatus::Failed;
+                    delivery.next_attempt_at = None;
+                    self.failed
+                        .insert(keys::failed(&claim.endpoint_id, claim.event_id.as_str()), &[])
+                        .map_err(&written)?;
+                    Recorded::LeftQueue
+                }
+            });
+            self.deliveries
+                .insert(
+                    keys::delivery(&claim.event_id, &claim.endpoint_id),
+                    encode_compact(&delivery),
+                )
+                .map_err(&written)?;
+            if requeued.as_ref() != Some(&queue_key) {
+                self.queue.remove(&queue_key).map_err(&written)?;
+            }
+        }
+        Ok(recorded)
     }
 
     /// Fails every pending delivery of an endpoint and forgets its failed index.
     fn retire_endpoint_queue(&self, endpoint: &EndpointId, now: UnixMillis) -> Result<(), StoreError> {
+        let _serial = self.queue_writes.lock().expect("queue lock poisoned");
         let prefix = endpoint.as_str().as_bytes();
         for entry in self.queue.scan_prefix(prefix) {
             let (key, _) = entry.map_err(sled_err("scanning the queue"))?;
@@ -1109,19 +1174,20 @@ impl Store for SledStore {
     }
 
     async fn accept_event(&self, event: &Event, endpoints: &[EndpointId]) -> Result<AcceptOutcome, StoreError> {
-        let queue_keys: Vec<Vec<u8>> = endpoints
-            .iter()
-            .map(|endpoint| keys::queue(endpoint, event.received_at, &event.id))
-            .collect();
+        let mut unsynced = vec![event.id.clone()];
         self.inner
             .unsynced
             .lock()
             .expect("unsynced set poisoned")
-            .extend(queue_keys.iter().cloned());
+            .insert(event.id.clone());
         let result = self.accept_event_durably(event, endpoints).await;
-        let mut unsynced = self.inner.unsynced.lock().expect("unsynced set poisoned");
-        for key in &queue_keys {
-            unsynced.remove(key);
+        // An event cut short by a crash is written again under its first id.
+        if let Ok(AcceptOutcome::Accepted { event_id, .. }) = &result {
+            unsynced.push(event_id.clone());
+        }
+        let mut set = self.inner.unsynced.lock().expect("unsynced set poisoned");
+        for id in &unsynced {
+            set.remove(id);
         }
         result
     }
@@ -1214,6 +1280,7 @@ impl Store for SledStore {
         let event = event.clone();
         let endpoints = endpoints.to_vec();
         self.write(move |s| {
+            let _serial = s.queue_writes.lock().expect("queue lock poisoned");
             let grew = (&s.deliveries, &s.queue, &s.failed)
                 .transaction(|(deliveries, queue, failed)| {
                     let mut grew = 0;
@@ -1249,6 +1316,7 @@ impl Store for SledStore {
         let merchant = merchant.clone();
         let endpoint = endpoint.clone();
         self.write(move |s| {
+            let _serial = s.queue_writes.lock().expect("queue lock poisoned");
             let start = keys::failed(&endpoint, &EventId::lower_bound_at(since));
             let end = keys::prefix_end(endpoint.as_str().as_bytes());
             let mut recovered = 0;
@@ -1306,7 +1374,7 @@ impl Store for SledStore {
     }
 
     async fn complete_attempt(&self, claim: &Claim, attempt: &Attempt, next: Disposition) -> Result<(), StoreError> {
-        // Recorded in batches: one transaction for every attempt that ended meanwhile.
+        // Recorded in batches: one job for every attempt that ended meanwhile.
         self.batched(
             "recording an attempt",
             &self.inner.completions,

@@ -237,3 +237,54 @@ async fn every_acknowledged_event_reaches_every_matched_endpoint_across_sigkills
 fn body_id(request: &Received) -> String {
     request.json()["id"].as_str().unwrap_or_default().to_owned()
 }
+
+/// A crash while an event is being written leaves its dedupe key and some of its
+/// records, but not its event record, which is written last (sled recovers a prefix of
+/// its log). The provider never got a 2xx and sends the event again: it must be
+/// accepted and delivered under the id the cut-short write gave it, so a receiver
+/// never sees one event under two ids.
+#[tokio::test]
+async fn an_event_cut_short_by_a_crash_is_written_again_under_its_first_id_when_resent() {
+    let receiver = Receiver::start().await;
+    let mut app = crate::helpers::spawn_app().await;
+    app.create_merchant("acme").await;
+    app.create_endpoint("acme", &receiver.url("/hook"), &[]).await;
+    app.stop().await;
+
+    // What a crash after the first two writes of the event leaves on disk.
+    let cut = "evt_019ad0c0ffee7000800000000000cafe".to_owned();
+    {
+        let db = sled::open(app.data_dir.path()).unwrap();
+        db.open_tree("dedupe")
+            .unwrap()
+            .insert("acme\0p-cut", cut.as_bytes())
+            .unwrap();
+        db.open_tree("payloads")
+            .unwrap()
+            .insert(cut.as_bytes(), &br#"{"id":"p-cut","type":"order.paid"}"#[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    let app = app.restart().await;
+    let (status, merchant) = app.post("/api/v1/merchants/acme/reveal-token", json!({})).await;
+    assert_eq!(status, 200, "{merchant}");
+    let body = r#"{"id":"p-cut","type":"order.paid","data":{"amount":"1.00"}}"#;
+    let (status, accepted) = app.ingest(&merchant, body).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["event_id"], cut, "resumed under its first id: {accepted}");
+
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].header("webhook-id"), cut);
+    assert_eq!(got[0].body, body.as_bytes(), "the body of the resend, stored whole");
+    app.wait_for_deliveries("acme", &cut, "succeeded", Duration::from_secs(10))
+        .await;
+
+    // Now complete: another resend is a duplicate of that same event.
+    let (status, duplicate) = app.ingest(&merchant, body).await;
+    assert_eq!(status, 200, "{duplicate}");
+    assert_eq!(duplicate["event_id"], cut);
+    assert_eq!(duplicate["status"], "duplicate");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received().len(), 1, "delivered once");
+}
