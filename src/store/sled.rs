@@ -615,10 +615,16 @@ impl Inner {
                             .map_err(sled_err("storing a dedupe key"))?;
                     }
                     Some(first) => {
-                        let first = std::str::from_utf8(&first)
+                        let first = match std::str::from_utf8(&first)
                             .map_err(|e| e.to_string())
                             .and_then(EventId::parse)
-                            .map_err(|e| StoreError::backend("reading a dedupe key", e))?;
+                        {
+                            Ok(first) => first,
+                            Err(e) => {
+                                outcomes.push(Err(StoreError::backend("reading a dedupe key", e)));
+                                continue;
+                            }
+                        };
                         let first_key = keys::merchant_child(&event.merchant_id, first.as_str());
                         if self
                             .events
