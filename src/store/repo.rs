@@ -120,8 +120,10 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_endpoint(&self, merchant: &MerchantId, id: &EndpointId) -> Result<bool, StoreError>;
 
     // Events.
-    /// Stores the event and one pending delivery per endpoint in one atomic, durable
-    /// write, unless its idempotency key was seen before.
+    /// Stores the event and one pending delivery per endpoint, durably, unless its
+    /// idempotency key names a stored event already (`Duplicate`). A crash before this
+    /// returns may leave part of the event behind; a resend with the same key then
+    /// stores it whole under the id it was first given.
     async fn accept_event(&self, event: &Event, endpoints: &[EndpointId]) -> Result<AcceptOutcome, StoreError>;
     /// Newest first, optionally only one type.
     async fn list_events(

@@ -268,7 +268,7 @@ impl SledStore {
         result
     }
 
-    /// The atomic write of an event and its deliveries, then the durability barrier.
+    /// The write of an event and its deliveries, then the durability barrier.
     /// Events arriving together are written in one job and share one sync.
     async fn accept_event_durably(&self, event: &Event, endpoints: &[EndpointId]) -> Result<AcceptOutcome, StoreError> {
         let outcome = self
