@@ -547,6 +547,18 @@ struct Completion {
     reply: Reply<()>,
 }
 
+/// What an event's dedupe key says, read before the event is written.
+enum Seen {
+    /// No event has the key yet.
+    New,
+    /// A stored event has it.
+    Duplicate(EventId),
+    /// An event that a crash cut short has it: its dedupe key was written, its record not.
+    CutShort(EventId),
+    /// The key's value is not an event id.
+    Unreadable(String),
+}
+
 /// What recording one attempt did.
 enum Recorded {
     /// The delivery left the queue (succeeded or failed for good).
@@ -608,32 +620,21 @@ impl Inner {
             let resumed;
             if let Some(key) = &rows.dedupe_key {
                 // Also an event earlier in this batch with the same key.
-                match self.dedupe.get(key).map_err(sled_err("reading a dedupe key"))? {
-                    None => {
+                match self.seen(&event.merchant_id, key)? {
+                    Seen::New => {
                         self.dedupe
                             .insert(key.as_slice(), event.id.as_str().as_bytes())
                             .map_err(sled_err("storing a dedupe key"))?;
                     }
-                    Some(first) => {
-                        let first = match std::str::from_utf8(&first)
-                            .map_err(|e| e.to_string())
-                            .and_then(EventId::parse)
-                        {
-                            Ok(first) => first,
-                            Err(e) => {
-                                outcomes.push(Err(StoreError::backend("reading a dedupe key", e)));
-                                continue;
-                            }
-                        };
-                        let first_key = keys::merchant_child(&event.merchant_id, first.as_str());
-                        if self
-                            .events
-                            .contains_key(first_key)
-                            .map_err(sled_err("reading an event"))?
-                        {
-                            outcomes.push(Ok(AcceptOutcome::Duplicate { event_id: first }));
-                            continue;
-                        }
+                    Seen::Duplicate(first) => {
+                        outcomes.push(Ok(AcceptOutcome::Duplicate { event_id: first }));
+                        continue;
+                    }
+                    Seen::Unreadable(error) => {
+                        outcomes.push(Err(StoreError::backend("reading a dedupe key", error)));
+                        continue;
+                    }
+                    Seen::CutShort(first) => {
                         tracing::info!(event_id = %first.as_str(), "an event cut short by a crash was sent again");
                         resumed = Event {
                             id: first,
@@ -671,6 +672,29 @@ impl Inner {
             }));
         }
         Ok(outcomes)
+    }
+
+    /// What the dedupe key `key` of a merchant's event says (see `store_batch`).
+    fn seen(&self, merchant: &MerchantId, key: &[u8]) -> Result<Seen, StoreError> {
+        let Some(value) = self.dedupe.get(key).map_err(sled_err("reading a dedupe key"))? else {
+            return Ok(Seen::New);
+        };
+        let first = match std::str::from_utf8(&value)
+            .map_err(|e| e.to_string())
+            .and_then(EventId::parse)
+        {
+            Ok(first) => first,
+            Err(error) => return Ok(Seen::Unreadable(error)),
+        };
+        let stored = self
+            .events
+            .contains_key(keys::merchant_child(merchant, first.as_str()))
+            .map_err(sled_err("reading an event"))?;
+        Ok(if stored {
+            Seen::Duplicate(first)
+        } else {
+            Seen::CutShort(first)
+        })
     }
 
     /// Runs on a store thread: answers every queued claim, one after the other.
