@@ -37,7 +37,8 @@ use sled::Transactional as _;
 use self::cache::SettingsCache;
 use self::durability::Durability;
 use self::records::{
-    decode, encode, encode_compact, list_deliveries_from, read_delivery_from, read_delivery_in, FanOut,
+    decode, decode_delivery, encode, encode_compact, encode_with_first_attempt, held_attempts, list_deliveries_from,
+    page_of_attempts, read_delivery_from, read_delivery_in, spill_in, DeliveryRecord, FanOut,
 };
 use self::threads::{Batch, Replies, StoreThreads};
 use super::repo::{AcceptOutcome, Claim, Claimed, Disposition, Page, PageRequest, Store, StoreError};
@@ -51,10 +52,11 @@ use crate::secrets::SecretCipher;
 const FORMAT_FILE: &str = "FORMAT";
 /// The layout this build writes. 2: events, deliveries and attempts in the compact
 /// layout, queue entries carrying the attempt count, one fan-out record per event.
-const FORMAT: &str = "hookrelay-sled 2";
+/// 3: a delivery that succeeded at its first attempt holds that attempt in its record.
+const FORMAT: &str = "hookrelay-sled 3";
 /// Earlier layouts this build reads too; opening one marks it as `FORMAT` first, since
 /// an older build could not read what this one writes.
-const READABLE_FORMATS: &[&str] = &["hookrelay-sled 1"];
+const READABLE_FORMATS: &[&str] = &["hookrelay-sled 1", "hookrelay-sled 2"];
 /// Files hookrelay may create in a data directory before the store.
 const OWN_FILES: &[&str] = &[
     "admin_token",
@@ -445,15 +447,29 @@ where
     Ok(Page { items, next: None })
 }
 
+/// The trees a replay or a recovery changes, inside their transaction.
+struct RequeueTrees<'a> {
+    deliveries: &'a TransactionalTree,
+    queue: &'a TransactionalTree,
+    failed: &'a TransactionalTree,
+    attempts: &'a TransactionalTree,
+}
+
 /// Makes a delivery pending again, due `now`, with a fresh attempt budget.
 /// Returns whether it was not pending before (so the queue grew).
 fn requeue(
-    deliveries: &TransactionalTree,
-    queue: &TransactionalTree,
-    failed: &TransactionalTree,
-    mut delivery: Delivery,
+    trees: &RequeueTrees,
+    record: DeliveryRecord,
     now: UnixMillis,
 ) -> Result<bool, ConflictableTransactionError<StoreError>> {
+    let RequeueTrees {
+        deliveries,
+        queue,
+        failed,
+        attempts,
+    } = trees;
+    spill_in(attempts, &record)?;
+    let mut delivery = record.delivery;
     let grew = match (delivery.status, delivery.next_attempt_at) {
         (DeliveryStatus::Pending, Some(due)) => {
             queue.remove(keys::queue(&delivery.endpoint_id, due, &delivery.event_id))?;
@@ -843,12 +859,9 @@ impl Inner {
     }
 
     fn record_batch(&self, batch: &[Completion]) -> Result<Vec<Recorded>, StoreError> {
-        let records = batch
+        let seqs = batch
             .iter()
-            .map(|c| {
-                let seq = self.db.generate_id().map_err(sled_err("numbering an attempt"))?;
-                Ok((keys::attempt(&c.claim.event_id, seq), encode_compact(&c.attempt)))
-            })
+            .map(|_| self.db.generate_id().map_err(sled_err("numbering an attempt")))
             .collect::<Result<Vec<_>, StoreError>>()?;
         // Not a sled transaction (see `store_batch`). Attempt outcomes are not synced one
         // by one, and sled recovers a prefix of its log, so each attempt writes its new
@@ -857,8 +870,10 @@ impl Inner {
         let _serial = self.queue_writes.lock().expect("queue lock poisoned");
         let written = sled_err("recording an attempt");
         let mut recorded = Vec::with_capacity(batch.len());
-        for (completion, (attempt_key, attempt_record)) in batch.iter().zip(&records) {
+        for (completion, &seq) in batch.iter().zip(&seqs) {
             let (claim, attempt) = (&completion.claim, &completion.attempt);
+            let attempt_key = keys::attempt(&claim.event_id, seq);
+            let attempt_record = || encode_compact(attempt);
             // The claimed queue entry exists exactly while the delivery is pending and due
             // at the claimed time: every change of either changes both. Without it, the
             // delivery was replayed, recovered or retired (or its event deleted) while the
@@ -867,15 +882,18 @@ impl Inner {
             if !self.queue.contains_key(&queue_key).map_err(&written)? {
                 if read_delivery_from(&self.deliveries, &claim.event_id, &claim.endpoint_id)?.is_some() {
                     self.attempts
-                        .insert(attempt_key.as_slice(), attempt_record.as_slice())
+                        .insert(attempt_key.as_slice(), attempt_record())
                         .map_err(&written)?;
                 }
                 recorded.push(Recorded::Stayed);
                 continue;
             }
-            self.attempts
-                .insert(attempt_key.as_slice(), attempt_record.as_slice())
-                .map_err(&written)?;
+            let delivery_key = keys::delivery(&claim.event_id, &claim.endpoint_id);
+            if claim.attempt == 1 {
+                // Only a first attempt can find a record holding an attempt: one recorded as
+                // succeeded whose queue entry a crash kept, so it was claimed again.
+                self.spill_held_attempt(&delivery_key)?;
+            }
             let mut delivery = Delivery::new(
                 claim.event_id.clone(),
                 claim.endpoint_id.clone(),
@@ -915,17 +933,36 @@ impl Inner {
                     Recorded::LeftQueue
                 }
             });
-            self.deliveries
-                .insert(
-                    keys::delivery(&claim.event_id, &claim.endpoint_id),
-                    encode_compact(&delivery),
-                )
-                .map_err(&written)?;
+            let record = match encode_with_first_attempt(&delivery, seq, attempt) {
+                Some(record) => record,
+                None => {
+                    // Written before the record that names it (see above).
+                    self.attempts
+                        .insert(attempt_key.as_slice(), attempt_record())
+                        .map_err(&written)?;
+                    encode_compact(&delivery)
+                }
+            };
+            self.deliveries.insert(delivery_key, record).map_err(&written)?;
             if requeued.as_ref() != Some(&queue_key) {
                 self.queue.remove(&queue_key).map_err(&written)?;
             }
         }
         Ok(recorded)
+    }
+
+    /// Moves the attempt that the delivery record at `key` holds, if any, to the
+    /// `attempts` tree, before the record is written over.
+    fn spill_held_attempt(&self, key: &[u8]) -> Result<(), StoreError> {
+        let Some(raw) = self.deliveries.get(key).map_err(sled_err("reading a delivery"))? else {
+            return Ok(());
+        };
+        if let Some((seq, attempt)) = decode_delivery(&raw)?.attempt {
+            self.attempts
+                .insert(keys::attempt(&attempt.event_id, seq), encode_compact(&attempt))
+                .map_err(sled_err("moving an attempt out of its delivery record"))?;
+        }
+        Ok(())
     }
 
     /// Fails every pending delivery of an endpoint and forgets its failed index.
@@ -938,12 +975,16 @@ impl Inner {
                 continue;
             };
             let dkey = keys::delivery(&event, endpoint);
-            (&self.queue, &self.deliveries)
-                .transaction(|(queue, deliveries)| {
+            (&self.queue, &self.deliveries, &self.attempts)
+                .transaction(|(queue, deliveries, attempts)| {
                     if queue.remove(&*key)?.is_none() {
                         return Ok(());
                     }
-                    if let Some(mut delivery) = read_delivery_in(deliveries, &event, endpoint)? {
+                    if let Some(record) = read_delivery_in(deliveries, &event, endpoint)? {
+                        // A delivery recorded as succeeded while its queue entry stayed (a
+                        // crash in between) may hold its attempt.
+                        spill_in(attempts, &record)?;
+                        let mut delivery = record.delivery;
                         delivery.status = DeliveryStatus::Failed;
                         delivery.next_attempt_at = None;
                         delivery.last_error = Some("endpoint deleted".to_owned());
@@ -1275,28 +1316,22 @@ impl Store for SledStore {
     async fn list_attempts(&self, event: &EventId, page: PageRequest) -> Result<Page<Attempt>, StoreError> {
         let event = event.clone();
         self.run(move |s| {
-            let start = match &page.after {
-                Some(after) => {
-                    // The handler checked it is a number; anything else starts past the end.
-                    let seq: u64 = after.parse().unwrap_or(u64::MAX);
-                    keys::attempt(&event, seq.saturating_add(1))
-                }
-                None => keys::attempt(&event, 0),
-            };
+            // The handler checked it is a number; anything else starts past the end.
+            let after = page
+                .after
+                .as_ref()
+                .map(|after| after.parse::<u64>().unwrap_or(u64::MAX));
+            let start = keys::attempt(&event, after.map_or(0, |seq| seq.saturating_add(1)));
             let end = keys::prefix_end(event.as_str().as_bytes());
-            let scan = s.attempts.range(start..end);
-            collect_page(
-                scan,
-                page.limit,
-                |_: &Attempt| true,
-                |key, _| {
-                    let seq = key[EventId::LEN..]
-                        .try_into()
-                        .map(u64::from_be_bytes)
-                        .unwrap_or(u64::MAX);
-                    seq.to_string()
-                },
-            )
+            let stored = s.attempts.range(start..end).map(|entry| {
+                let (key, value) = entry.map_err(sled_err("scanning attempts"))?;
+                let seq = key[EventId::LEN..]
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(u64::MAX);
+                Ok((seq, decode::<Attempt>(&value)?))
+            });
+            page_of_attempts(stored, held_attempts(&s.deliveries, &event)?, after, page.limit)
         })
         .await
     }
@@ -1311,21 +1346,30 @@ impl Store for SledStore {
         let endpoints = endpoints.to_vec();
         self.write(move |s| {
             let _serial = s.queue_writes.lock().expect("queue lock poisoned");
-            let grew = (&s.deliveries, &s.queue, &s.failed)
-                .transaction(|(deliveries, queue, failed)| {
+            let grew = (&s.deliveries, &s.queue, &s.failed, &s.attempts)
+                .transaction(|(deliveries, queue, failed, attempts)| {
+                    let trees = RequeueTrees {
+                        deliveries,
+                        queue,
+                        failed,
+                        attempts,
+                    };
                     let mut grew = 0;
                     for endpoint in &endpoints {
-                        let delivery = match read_delivery_in(deliveries, &event.id, endpoint)? {
-                            Some(delivery) => delivery,
+                        let record = match read_delivery_in(deliveries, &event.id, endpoint)? {
+                            Some(record) => record,
                             None => {
                                 let mut d =
                                     Delivery::new(event.id.clone(), endpoint.clone(), event.merchant_id.clone(), now);
                                 d.created_at = event.received_at;
                                 d.status = DeliveryStatus::Succeeded; // not pending: requeue counts it
-                                d
+                                DeliveryRecord {
+                                    delivery: d,
+                                    attempt: None,
+                                }
                             }
                         };
-                        grew += usize::from(requeue(deliveries, queue, failed, delivery, now)?);
+                        grew += usize::from(requeue(&trees, record, now)?);
                     }
                     Ok(grew)
                 })
@@ -1356,17 +1400,24 @@ impl Store for SledStore {
                     .ok()
                     .and_then(|e| EventId::parse(e).ok());
                 let Some(event) = event else { continue };
-                let done = (&s.deliveries, &s.queue, &s.failed)
-                    .transaction(|(deliveries, queue, failed)| {
+                let done = (&s.deliveries, &s.queue, &s.failed, &s.attempts)
+                    .transaction(|(deliveries, queue, failed, attempts)| {
                         let Some(raw) = deliveries.get(keys::delivery(&event, &endpoint))? else {
                             failed.remove(&*key)?;
                             return Ok(false);
                         };
-                        let delivery: Delivery = tx_decode(&raw)?;
+                        let record = decode_delivery(&raw).map_err(abort)?;
+                        let delivery = &record.delivery;
                         if delivery.merchant_id != merchant || delivery.status != DeliveryStatus::Failed {
                             return Ok(false);
                         }
-                        requeue(deliveries, queue, failed, delivery, now)
+                        let trees = RequeueTrees {
+                            deliveries,
+                            queue,
+                            failed,
+                            attempts,
+                        };
+                        requeue(&trees, record, now)
                     })
                     .map_err(tx_err::<StoreError>("recovering a delivery"))?;
                 if done {

@@ -77,6 +77,22 @@ fn attempt(claim: &Claim, outcome: AttemptOutcome) -> Attempt {
     }
 }
 
+/// Claims the one delivery of the endpoint due at `now`.
+async fn claim_one(store: &dyn Store, endpoint: &EndpointId, now: i64) -> Claim {
+    let mut claims = store.claim_due(endpoint, now, 1, LEASE, AHEAD).await.unwrap().claims;
+    assert_eq!(claims.len(), 1, "one delivery due at {now}: {claims:?}");
+    claims.remove(0)
+}
+
+/// Records that the claimed attempt succeeded.
+async fn succeed(store: &dyn Store, claim: &Claim) {
+    let attempt = attempt(claim, AttemptOutcome::Success);
+    store
+        .complete_attempt(claim, &attempt, Disposition::Succeeded)
+        .await
+        .unwrap();
+}
+
 /// A merchant with one endpoint, stored.
 async fn seeded(store: &dyn Store) -> (Merchant, Endpoint) {
     let m = merchant("m1");
@@ -318,12 +334,7 @@ async fn a_failed_attempt_is_rescheduled_then_succeeds(store: &dyn Store) {
     let (m, e) = seeded(store).await;
     let ev = event(&m, None, 1_000);
     store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
-    let claim = store
-        .claim_due(&e.id, 1_000, 1, LEASE, AHEAD)
-        .await
-        .unwrap()
-        .claims
-        .remove(0);
+    let claim = claim_one(store, &e.id, 1_000).await;
     store
         .complete_attempt(
             &claim,
@@ -345,21 +356,9 @@ async fn a_failed_attempt_is_rescheduled_then_succeeds(store: &dyn Store) {
         .claims
         .is_empty());
 
-    let retry = store
-        .claim_due(&e.id, 2_000, 1, LEASE, AHEAD)
-        .await
-        .unwrap()
-        .claims
-        .remove(0);
+    let retry = claim_one(store, &e.id, 2_000).await;
     assert_eq!(retry.attempt, 2);
-    store
-        .complete_attempt(
-            &retry,
-            &attempt(&retry, AttemptOutcome::Success),
-            Disposition::Succeeded,
-        )
-        .await
-        .unwrap();
+    succeed(store, &retry).await;
     let d = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
     assert_eq!(
         (d.status, d.attempts, d.next_attempt_at),
@@ -377,12 +376,7 @@ async fn failed_deliveries_are_replayed_and_recovered(store: &dyn Store) {
     let (m, e) = seeded(store).await;
     let ev = event(&m, None, EventId::generate().created_ms());
     store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
-    let claim = store
-        .claim_due(&e.id, ev.received_at, 1, LEASE, AHEAD)
-        .await
-        .unwrap()
-        .claims
-        .remove(0);
+    let claim = claim_one(store, &e.id, ev.received_at).await;
     store
         .complete_attempt(&claim, &attempt(&claim, AttemptOutcome::Timeout), Disposition::Failed)
         .await
@@ -425,25 +419,13 @@ async fn an_attempt_that_outlived_a_replay_does_not_undo_it(store: &dyn Store) {
     let (m, e) = seeded(store).await;
     let ev = event(&m, None, 1_000);
     store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
-    let claim = store
-        .claim_due(&e.id, 1_000, 1, LEASE, AHEAD)
-        .await
-        .unwrap()
-        .claims
-        .remove(0);
+    let claim = claim_one(store, &e.id, 1_000).await;
     let full = store.get_event(&m.id, &ev.id).await.unwrap().unwrap();
     store
         .replay_event(&full, std::slice::from_ref(&e.id), 1_500)
         .await
         .unwrap();
-    store
-        .complete_attempt(
-            &claim,
-            &attempt(&claim, AttemptOutcome::Success),
-            Disposition::Succeeded,
-        )
-        .await
-        .unwrap();
+    succeed(store, &claim).await;
     let d = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
     assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Pending, Some(1_500)));
     assert_eq!(store.queue_depth().await.unwrap(), 1);
@@ -483,10 +465,7 @@ async fn an_untried_delivery_reads_as_pending_and_a_replay_moves_it(store: &dyn 
     assert_eq!(claims.len(), 1, "one queue entry per delivery: {claims:?}");
     let claim = &claims[0];
     assert_eq!((claim.due, claim.attempt, claim.received_at), (1_500, 1, 1_000));
-    store
-        .complete_attempt(claim, &attempt(claim, AttemptOutcome::Success), Disposition::Succeeded)
-        .await
-        .unwrap();
+    succeed(store, claim).await;
 
     let done = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
     assert_eq!(
@@ -501,6 +480,72 @@ async fn an_untried_delivery_reads_as_pending_and_a_replay_moves_it(store: &dyn 
     assert_eq!(store.queue_depth().await.unwrap(), 1);
     let page = PageRequest { limit: 10, after: None };
     assert_eq!(store.list_attempts(&ev.id, page).await.unwrap().items.len(), 1);
+}
+
+/// Every attempt is listed once, in the order made, page after page, whichever record a
+/// backend keeps it in (one that succeeded first time may live in its delivery's
+/// record), also after a replay started the count again.
+async fn every_attempt_is_listed_once_in_the_order_made(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    let other = endpoint(&m);
+    store.create_endpoint(&other, 5).await.unwrap();
+    let endpoints = [e.id.clone(), other.id.clone()];
+    let ev = event(&m, None, 1_000);
+    store.accept_event(&ev, &endpoints).await.unwrap();
+    let mut made = Vec::new();
+    // Claims the endpoint's due delivery at `now` and records an attempt of it.
+    let mut attempt_at = async |endpoint: &EndpointId, now: i64, outcome: AttemptOutcome, next: Disposition| {
+        let claim = claim_one(store, endpoint, now).await;
+        let attempt = attempt(&claim, outcome);
+        store.complete_attempt(&claim, &attempt, next).await.unwrap();
+        made.push((
+            attempt.endpoint_id,
+            attempt.attempt,
+            attempt.attempted_at,
+            attempt.outcome,
+        ));
+    };
+    attempt_at(&e.id, 1_000, AttemptOutcome::Success, Disposition::Succeeded).await;
+    attempt_at(&other.id, 1_000, AttemptOutcome::HttpError, Disposition::RetryAt(3_000)).await;
+    attempt_at(&other.id, 3_000, AttemptOutcome::Success, Disposition::Succeeded).await;
+    let full = store.get_event(&m.id, &ev.id).await.unwrap().unwrap();
+    assert_eq!(store.replay_event(&full, &endpoints, 4_000).await.unwrap(), 2);
+    attempt_at(&other.id, 4_000, AttemptOutcome::Success, Disposition::Succeeded).await;
+    attempt_at(&e.id, 4_000, AttemptOutcome::Success, Disposition::Succeeded).await;
+    let expected = vec![
+        (e.id.clone(), 1, 1_000, AttemptOutcome::Success),
+        (other.id.clone(), 1, 1_000, AttemptOutcome::HttpError),
+        (other.id.clone(), 2, 3_000, AttemptOutcome::Success),
+        (other.id.clone(), 1, 4_000, AttemptOutcome::Success),
+        (e.id.clone(), 1, 4_000, AttemptOutcome::Success),
+    ];
+    assert_eq!(made, expected);
+
+    let shown = |page: &[Attempt]| {
+        page.iter()
+            .map(|a| (a.endpoint_id.clone(), a.attempt, a.attempted_at, a.outcome))
+            .collect::<Vec<_>>()
+    };
+    let all = store
+        .list_attempts(&ev.id, PageRequest { after: None, limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!((shown(&all.items), all.next), (expected.clone(), None));
+    let mut paged = Vec::new();
+    let mut after = None;
+    for _ in 0..3 {
+        let page = store
+            .list_attempts(&ev.id, PageRequest { after, limit: 2 })
+            .await
+            .unwrap();
+        paged.extend(shown(&page.items));
+        after = page.next;
+    }
+    assert_eq!((paged, after), (expected, None), "three pages of two, then no cursor");
+    for endpoint in &endpoints {
+        let d = store.get_delivery(&ev.id, endpoint).await.unwrap().unwrap();
+        assert_eq!((d.status, d.attempts), (DeliveryStatus::Succeeded, 1), "{d:?}");
+    }
 }
 
 async fn deleting_an_endpoint_fails_its_pending_deliveries(store: &dyn Store) {
@@ -763,6 +808,7 @@ contract!(
     failed_deliveries_are_replayed_and_recovered,
     an_attempt_that_outlived_a_replay_does_not_undo_it,
     an_untried_delivery_reads_as_pending_and_a_replay_moves_it,
+    every_attempt_is_listed_once_in_the_order_made,
     deleting_an_endpoint_fails_its_pending_deliveries,
     deleting_a_merchant_removes_what_hangs_off_it,
     events_list_newest_first_with_a_type_filter,
@@ -774,6 +820,51 @@ contract!(
 async fn sled_state_survives_reopening_and_leases_do_not() {
     let dir = tempfile::tempdir().unwrap();
     state_survives_reopening(dir.path()).await;
+}
+
+/// A crash between the record of a first attempt that succeeded and the removal of its
+/// queue entry leaves the entry, so the delivery is attempted again after the restart.
+/// The record of the first attempt (which sled keeps inside the delivery's record)
+/// must not be lost when the second one is recorded.
+#[tokio::test]
+async fn sled_a_first_attempt_made_again_after_a_crash_keeps_the_record_of_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ev, e, queue_key, queue_entry) = {
+        let store = SledStore::open(dir.path(), 8 << 20, cipher()).await.unwrap();
+        let (m, e) = seeded(&store).await;
+        let ev = event(&m, None, 1_000);
+        store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
+        let claim = claim_one(&store, &e.id, 1_000).await;
+        succeed(&store, &claim).await;
+        store.close().await.unwrap();
+        let queue_key = hookrelay::store::sled_keys::queue(&e.id, 1_000, &ev.id);
+        let queue_entry = hookrelay::store::sled_keys::queue_entry(&m.id, 0, 1_000);
+        (ev, e, queue_key, queue_entry)
+    };
+    {
+        // What the crash left: the queue entry the attempt would have removed last.
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("queue").unwrap().insert(queue_key, queue_entry).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path(), 8 << 20, cipher()).await.unwrap();
+    let claim = claim_one(&store, &e.id, 2_000).await;
+    assert_eq!(claim.attempt, 1, "the queue entry says no attempt was made");
+    let mut again = attempt(&claim, AttemptOutcome::Success);
+    again.attempted_at = 2_000;
+    store
+        .complete_attempt(&claim, &again, Disposition::Succeeded)
+        .await
+        .unwrap();
+    let listed = store
+        .list_attempts(&ev.id, PageRequest { after: None, limit: 10 })
+        .await
+        .unwrap();
+    let times: Vec<_> = listed.items.iter().map(|a| (a.attempt, a.attempted_at)).collect();
+    assert_eq!(times, [(1, 1_000), (1, 2_000)]);
+    let d = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.last_attempt_at), (DeliveryStatus::Succeeded, Some(2_000)));
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -10,10 +10,10 @@
 //! | `payloads`   | event                                 | raw body         |
 //! | `dedupe`     | merchant 0x00 idempotency key         | event id         |
 //! | `deliveries` | event                                 | FanOut: the event's endpoints (`records.rs`) |
-//! | `deliveries` | event endpoint                        | Delivery, once it changed from pending and untried |
+//! | `deliveries` | event endpoint                        | Delivery, once it changed from pending and untried; holds its first attempt when that succeeded (`records.rs`) |
 //! | `queue`      | endpoint due(u64 BE ms) event         | [`QueueEntry`]   |
 //! | `failed`     | endpoint event                        | empty            |
-//! | `attempts`   | event seq(u64 BE)                     | Attempt          |
+//! | `attempts`   | event seq(u64 BE)                     | Attempt, unless its delivery's record holds it |
 //! | `admin_tokens` | token name                          | AdminToken (JSON: name, scope, SHA-256 hex, created_at) |
 //! | `admin_token_hashes` | SHA-256 of the token (32 bytes) | token name     |
 //! | `audit`      | seq(u64 BE)                           | AuditEntry (JSON), changes |

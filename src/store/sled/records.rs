@@ -4,19 +4,23 @@
 //!
 //! Each change to a sled tree copies the node it lands in, so the hot path writes as
 //! few and as small records as it can: an event gets one [`FanOut`] record naming its
-//! endpoints instead of one delivery record per endpoint, and the records written per
-//! event and attempt use postcard (about a third of their JSON size).
+//! endpoints instead of one delivery record per endpoint, a delivery that succeeds at
+//! its first attempt keeps that attempt in its own record instead of one in the
+//! `attempts` tree ([`encode_with_first_attempt`]), and the records written per event
+//! and attempt use postcard (about a third of their JSON size).
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::IVec;
 
 use super::keys;
-use crate::domain::{Delivery, EndpointId, EventId, MerchantId, UnixMillis};
-use crate::store::StoreError;
+use crate::domain::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, EndpointId, EventId, MerchantId, UnixMillis};
+use crate::store::{Page, StoreError};
 
 /// First byte of a record in the compact layout; a JSON record starts with `{`.
 const COMPACT: u8 = 1;
+/// First byte of a delivery record that holds the delivery's first attempt (layout 3).
+const WITH_FIRST_ATTEMPT: u8 = 2;
 
 /// JSON: admin tokens and audit entries, whose types skip absent fields, which a
 /// format that does not describe itself cannot read back.
@@ -65,6 +69,110 @@ impl FanOut {
     }
 }
 
+/// A delivery as its record holds it.
+#[derive(Debug)]
+pub struct DeliveryRecord {
+    pub delivery: Delivery,
+    /// The delivery's first attempt and its sequence number, when the record holds it
+    /// instead of the `attempts` tree. Whatever writes the record over must first move
+    /// it there ([`spill_in`]), or it is lost.
+    pub attempt: Option<(u64, Attempt)>,
+}
+
+/// A delivery that succeeded at its first attempt, with what that attempt adds to it.
+#[derive(Serialize)]
+struct WithFirstAttempt<'a> {
+    delivery: &'a Delivery,
+    seq: u64,
+    duration_ms: u64,
+}
+
+#[derive(Deserialize)]
+struct WithFirstAttemptOwned {
+    delivery: Delivery,
+    seq: u64,
+    duration_ms: u64,
+}
+
+/// The record of a delivery that succeeded at its first attempt, holding that attempt:
+/// on the hot path one record instead of two. `None` when `attempt` is not such an
+/// attempt of `delivery`, which then needs its own record in the `attempts` tree.
+pub fn encode_with_first_attempt(delivery: &Delivery, seq: u64, attempt: &Attempt) -> Option<Vec<u8>> {
+    let implied = first_attempt(delivery, attempt.duration_ms)?;
+    let same = (
+        &implied.event_id,
+        &implied.endpoint_id,
+        implied.attempt,
+        implied.attempted_at,
+        implied.outcome,
+        implied.status_code,
+        &implied.error,
+    ) == (
+        &attempt.event_id,
+        &attempt.endpoint_id,
+        attempt.attempt,
+        attempt.attempted_at,
+        attempt.outcome,
+        attempt.status_code,
+        &attempt.error,
+    );
+    let record = WithFirstAttempt {
+        delivery,
+        seq,
+        duration_ms: attempt.duration_ms,
+    };
+    same.then(|| postcard::to_extend(&record, vec![WITH_FIRST_ATTEMPT]).expect("records serialise to postcard"))
+}
+
+/// The attempt a delivery that succeeded at its first attempt implies, but for its duration.
+fn first_attempt(delivery: &Delivery, duration_ms: u64) -> Option<Attempt> {
+    let succeeded_first_time = delivery.status == DeliveryStatus::Succeeded && delivery.attempts == 1;
+    Some(Attempt {
+        event_id: delivery.event_id.clone(),
+        endpoint_id: delivery.endpoint_id.clone(),
+        attempt: 1,
+        attempted_at: delivery.last_attempt_at.filter(|_| succeeded_first_time)?,
+        outcome: AttemptOutcome::Success,
+        status_code: delivery.last_status_code,
+        error: None,
+        duration_ms,
+    })
+}
+
+/// Reads a delivery record of any layout.
+pub fn decode_delivery(bytes: &[u8]) -> Result<DeliveryRecord, StoreError> {
+    let Some((&WITH_FIRST_ATTEMPT, record)) = bytes.split_first() else {
+        return Ok(DeliveryRecord {
+            delivery: decode(bytes)?,
+            attempt: None,
+        });
+    };
+    let record: WithFirstAttemptOwned =
+        postcard::from_bytes(record).map_err(|e| StoreError::backend("decoding a stored delivery", e))?;
+    let attempt = first_attempt(&record.delivery, record.duration_ms).ok_or_else(|| {
+        StoreError::backend(
+            "decoding a stored delivery",
+            "it holds a first attempt but did not succeed at it",
+        )
+    })?;
+    Ok(DeliveryRecord {
+        delivery: record.delivery,
+        attempt: Some((record.seq, attempt)),
+    })
+}
+
+/// Moves the attempt a delivery record holds, if any, to the `attempts` tree, before
+/// the record is written over.
+pub fn spill_in(
+    attempts: &TransactionalTree,
+    record: &DeliveryRecord,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    if let Some((seq, attempt)) = &record.attempt {
+        attempts.insert(keys::attempt(&attempt.event_id, *seq), encode_compact(attempt))?;
+    }
+    Ok(())
+}
+
 /// One delivery, from its own record or else from its event's fan-out. `get` reads
 /// the `deliveries` tree (plain or inside a transaction); `bad` wraps a record that
 /// does not decode.
@@ -73,12 +181,18 @@ pub fn read_delivery<E>(
     bad: impl Fn(StoreError) -> E,
     event: &EventId,
     endpoint: &EndpointId,
-) -> Result<Option<Delivery>, E> {
+) -> Result<Option<DeliveryRecord>, E> {
     if let Some(raw) = get(&keys::delivery(event, endpoint))? {
-        return decode(&raw).map(Some).map_err(bad);
+        return decode_delivery(&raw).map(Some).map_err(bad);
     }
     match get(event.as_str().as_bytes())? {
-        Some(raw) => Ok(decode::<FanOut>(&raw).map_err(bad)?.implied(event, endpoint)),
+        Some(raw) => Ok(decode::<FanOut>(&raw)
+            .map_err(bad)?
+            .implied(event, endpoint)
+            .map(|delivery| DeliveryRecord {
+                delivery,
+                attempt: None,
+            })),
         None => Ok(None),
     }
 }
@@ -94,7 +208,7 @@ pub fn read_delivery_from(
             .get(key)
             .map_err(|e| StoreError::backend("reading a delivery", e))
     };
-    read_delivery(get, |e| e, event, endpoint)
+    Ok(read_delivery(get, |e| e, event, endpoint)?.map(|record| record.delivery))
 }
 
 /// [`read_delivery`] inside a transaction.
@@ -102,9 +216,68 @@ pub fn read_delivery_in(
     deliveries: &TransactionalTree,
     event: &EventId,
     endpoint: &EndpointId,
-) -> Result<Option<Delivery>, ConflictableTransactionError<StoreError>> {
+) -> Result<Option<DeliveryRecord>, ConflictableTransactionError<StoreError>> {
     let get = |key: &[u8]| deliveries.get(key).map_err(Into::into);
     read_delivery(get, ConflictableTransactionError::Abort, event, endpoint)
+}
+
+/// One page of an event's attempts, in the order they were recorded, after the one
+/// numbered `after`: those in the `attempts` tree (`stored`, in key order, which is
+/// that order) merged with those its delivery records hold (`held`). An attempt found
+/// in both (moved out by a write a crash cut short) counts once.
+pub fn page_of_attempts(
+    stored: impl Iterator<Item = Result<(u64, Attempt), StoreError>>,
+    mut held: Vec<(u64, Attempt)>,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Page<Attempt>, StoreError> {
+    held.retain(|(seq, _)| after.is_none_or(|after| *seq > after));
+    // Largest first, so the next one to merge is at the end.
+    held.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+    let mut merged: Vec<(u64, Attempt)> = Vec::new();
+    let mut stored = stored.peekable();
+    while merged.len() <= limit {
+        let next_stored = match stored.peek() {
+            Some(Ok((seq, _))) => Some(*seq),
+            Some(Err(_)) => return Err(stored.next().and_then(Result::err).expect("peeked an error")),
+            None => None,
+        };
+        let take_held = match (held.last(), next_stored) {
+            (Some((h, _)), Some(s)) => *h <= s,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let (seq, attempt) = if take_held {
+            held.pop().expect("looked at it")
+        } else {
+            stored.next().expect("peeked it")?
+        };
+        if merged.last().is_none_or(|(last, _)| *last != seq) {
+            merged.push((seq, attempt));
+        }
+    }
+    let next = limit
+        .checked_sub(1)
+        .filter(|_| merged.len() > limit)
+        .map(|last| merged[last].0.to_string());
+    merged.truncate(limit);
+    Ok(Page {
+        items: merged.into_iter().map(|(_, attempt)| attempt).collect(),
+        next,
+    })
+}
+
+/// The first attempts held by an event's delivery records.
+pub fn held_attempts(deliveries: &sled::Tree, event: &EventId) -> Result<Vec<(u64, Attempt)>, StoreError> {
+    let mut held = Vec::new();
+    for entry in deliveries.scan_prefix(event.as_str()) {
+        let (_, raw) = entry.map_err(|e| StoreError::backend("scanning deliveries", e))?;
+        if raw.first() == Some(&WITH_FIRST_ATTEMPT) {
+            held.extend(decode_delivery(&raw)?.attempt);
+        }
+    }
+    Ok(held)
 }
 
 /// Every delivery of an event, ordered by endpoint id, from the `deliveries` tree.
@@ -125,7 +298,7 @@ fn collect_deliveries(
         if key.len() == EventId::LEN {
             fan_out = Some(decode::<FanOut>(&raw)?);
         } else {
-            deliveries.push(decode::<Delivery>(&raw)?);
+            deliveries.push(decode_delivery(&raw)?.delivery);
         }
     }
     if let Some(fan_out) = fan_out {
@@ -142,7 +315,7 @@ fn collect_deliveries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Attempt, AttemptOutcome, DeliveryStatus, Event};
+    use crate::domain::Event;
 
     #[test]
     fn compact_records_round_trip_and_json_records_still_decode() {
@@ -201,6 +374,116 @@ mod tests {
         );
     }
 
+    fn first_success(delivery: &mut Delivery) -> Attempt {
+        delivery.status = DeliveryStatus::Succeeded;
+        delivery.attempts = 1;
+        delivery.next_attempt_at = None;
+        delivery.last_attempt_at = Some(1_764_000_000_050);
+        delivery.last_status_code = Some(204);
+        Attempt {
+            event_id: delivery.event_id.clone(),
+            endpoint_id: delivery.endpoint_id.clone(),
+            attempt: 1,
+            attempted_at: 1_764_000_000_050,
+            outcome: AttemptOutcome::Success,
+            status_code: Some(204),
+            error: None,
+            duration_ms: 7,
+        }
+    }
+
+    #[test]
+    fn a_delivery_record_holds_a_first_attempt_that_succeeded_and_only_that() {
+        let merchant = MerchantId::parse("acme").unwrap();
+        let mut delivery = Delivery::new(EventId::generate(), EndpointId::generate(), merchant, 1_764_000_000_000);
+        let attempt = first_success(&mut delivery);
+        let record = encode_with_first_attempt(&delivery, 42, &attempt).expect("held");
+        assert!(
+            record.len() < encode_compact(&delivery).len() + 4,
+            "{} bytes",
+            record.len()
+        );
+        let back = decode_delivery(&record).unwrap();
+        assert_eq!(
+            serde_json::to_value(&back.delivery).unwrap(),
+            serde_json::to_value(&delivery).unwrap()
+        );
+        let (seq, held) = back.attempt.expect("the attempt comes back");
+        assert_eq!(seq, 42);
+        assert_eq!(
+            serde_json::to_value(&held).unwrap(),
+            serde_json::to_value(&attempt).unwrap()
+        );
+        // A plain record holds no attempt.
+        assert!(decode_delivery(&encode_compact(&delivery)).unwrap().attempt.is_none());
+
+        // Anything else keeps a record of its own in the attempts tree.
+        let mut second = attempt.clone();
+        second.attempt = 2;
+        let mut retried = delivery.clone();
+        retried.attempts = 2;
+        assert!(
+            encode_with_first_attempt(&retried, 1, &second).is_none(),
+            "not the first"
+        );
+        let mut failed = delivery.clone();
+        failed.status = DeliveryStatus::Failed;
+        assert!(
+            encode_with_first_attempt(&failed, 1, &attempt).is_none(),
+            "not succeeded"
+        );
+        let mut other = attempt.clone();
+        other.error = Some("odd".into());
+        assert!(encode_with_first_attempt(&delivery, 1, &other).is_none(), "not implied");
+        assert!(
+            decode_delivery(&record[..record.len() - 3]).is_err(),
+            "a cut record is an error"
+        );
+    }
+
+    #[test]
+    fn attempts_page_in_order_merged_from_both_places_each_once() {
+        let event = EventId::generate();
+        let endpoint = EndpointId::generate();
+        let made = |seq: u64| {
+            (
+                seq,
+                Attempt {
+                    event_id: event.clone(),
+                    endpoint_id: endpoint.clone(),
+                    attempt: seq as u32,
+                    attempted_at: seq as i64,
+                    outcome: AttemptOutcome::Success,
+                    status_code: Some(200),
+                    error: None,
+                    duration_ms: 1,
+                },
+            )
+        };
+        let stored_seqs = [2_u64, 3, 5, 8];
+        // 5 is in both places: moved out by a write that a crash cut short.
+        let held_seqs = [9_u64, 1, 5];
+        let page = |after: Option<u64>, limit: usize| {
+            let stored = stored_seqs
+                .iter()
+                .filter(|seq| after.is_none_or(|after| **seq > after))
+                .map(|seq| Ok(made(*seq)));
+            let held = held_seqs.iter().map(|seq| made(*seq)).collect();
+            let page = page_of_attempts(stored, held, after, limit).unwrap();
+            let seqs: Vec<u64> = page.items.iter().map(|a| a.attempted_at as u64).collect();
+            (seqs, page.next)
+        };
+        assert_eq!(page(None, 10), (vec![1, 2, 3, 5, 8, 9], None));
+        assert_eq!(page(None, 3), (vec![1, 2, 3], Some("3".to_owned())));
+        assert_eq!(page(Some(3), 3), (vec![5, 8, 9], None));
+        assert_eq!(page(Some(3), 2), (vec![5, 8], Some("8".to_owned())));
+        assert_eq!(page(Some(8), 2), (vec![9], None));
+        assert_eq!(page(Some(9), 2), (vec![], None));
+        assert_eq!(page(None, 0), (vec![], None));
+        let failing = std::iter::once(Err(StoreError::backend("scanning attempts", "disk gone")));
+        assert!(page_of_attempts(failing, vec![made(1)], None, 10).is_err());
+    }
+
     #[test]
     fn a_fan_out_implies_pending_deliveries_until_each_has_a_record_of_its_own() {
         let event = EventId::generate();
@@ -223,12 +506,12 @@ mod tests {
         .collect();
         let get = |key: &[u8]| Ok::<_, StoreError>(tree.get(key).cloned());
 
-        let implied = read_delivery(get, |e| e, &event, &a).unwrap().unwrap();
+        let implied = read_delivery(get, |e| e, &event, &a).unwrap().unwrap().delivery;
         assert_eq!(
             (implied.status, implied.attempts, implied.next_attempt_at),
             (DeliveryStatus::Pending, 0, Some(1_000))
         );
-        let own = read_delivery(get, |e| e, &event, &b).unwrap().unwrap();
+        let own = read_delivery(get, |e| e, &event, &b).unwrap().unwrap().delivery;
         assert_eq!(own.status, DeliveryStatus::Succeeded);
         assert!(
             read_delivery(get, |e| e, &event, &c).unwrap().is_none(),
