@@ -73,9 +73,10 @@ impl DeliveryClient {
         now_unix_s: i64,
     ) -> AttemptReport {
         // IP-literal URLs never reach the resolver: check them (and the scheme) here.
-        if let Err(refused) = self.egress.check_before_send(endpoint.url.as_str()) {
-            return report(AttemptOutcome::ConnectError, None, Some(refused.to_string()), None);
-        }
+        let url = match self.egress.check_before_send(endpoint.url.as_str()) {
+            Ok(url) => url,
+            Err(refused) => return report(AttemptOutcome::ConnectError, None, Some(refused.to_string()), None),
+        };
         let signature = signature_header(
             endpoint.signing_secrets(now_unix_s.saturating_mul(1000)),
             event_id.as_str(),
@@ -91,7 +92,7 @@ impl DeliveryClient {
         let started = Instant::now();
         let post = || {
             self.http
-                .post(endpoint.url.as_str())
+                .post(url.clone())
                 .headers(headers.clone())
                 .body(payload.clone())
                 .send()

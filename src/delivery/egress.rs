@@ -403,14 +403,14 @@ impl EgressGuard {
 
     /// Checks an attempt's URL before it is sent: scheme, IP literal, host name. The
     /// addresses of a name are checked by [`PolicyResolver`] (or, with a proxy, by the proxy).
-    pub fn check_before_send(&self, url: &str) -> Result<(), EgressRefused> {
+    /// Returns the parsed URL, which the request then uses as it is.
+    pub fn check_before_send(&self, url: &str) -> Result<Url, EgressRefused> {
         let result = Url::parse(url)
             .map_err(|e| EgressRefused {
                 host: String::new(),
                 reason: Refusal::BadUrl(e.to_string()),
             })
-            .and_then(|url| self.policy.check_url(&url))
-            .map(|_| ());
+            .and_then(|url| self.policy.check_url(&url).map(|_| url));
         if result.is_err() {
             self.count("delivery");
         }
