@@ -759,9 +759,10 @@ impl Inner {
             }
             due_keys.push((key, value));
         }
-        // Then, from the far end, entries scheduled beyond the horizon.
-        let far_end = self.queue.scan_prefix(endpoint.as_str()).rev();
-        for entry in far_end.take_while(|_| future_seen) {
+        // Then, from the far end, entries scheduled beyond the horizon. Only when needed:
+        // the first step of a reverse scan is a descent of the tree and a node copy.
+        let far_end = future_seen.then(|| self.queue.scan_prefix(endpoint.as_str()).rev());
+        for entry in far_end.into_iter().flatten() {
             let (key, value) = entry.map_err(sled_err("scanning the queue"))?;
             let Some((due, event)) = keys::parse_queue(&key) else {
                 continue;
