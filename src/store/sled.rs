@@ -84,8 +84,13 @@ struct Inner {
     failed: sled::Tree,
     attempts: sled::Tree,
     durability: Durability,
-    /// Queue keys claimed by a worker of this process → lease deadline (ms).
+    /// Queue keys claimed by a worker of this process → lease deadline (ms). An
+    /// attempt whose queue entry lost its lease (replayed, retired) changes nothing.
     leases: Mutex<HashMap<Vec<u8>, UnixMillis>>,
+    /// Queue entries of untried deliveries due up to this time were there when the
+    /// store opened: one may belong to a delivery recorded as succeeded by a first
+    /// attempt whose removal of the entry a crash undid (see `record_batch`).
+    queued_at_open_until: UnixMillis,
     /// Accepted events whose write is not yet fsync'd. Claims skip their queue
     /// entries: an event must not be delivered before a crash could no longer undo it.
     unsynced: Mutex<HashSet<EventId>>,
@@ -167,6 +172,7 @@ impl SledStore {
             attempts: tree("attempts")?,
             durability,
             leases: Mutex::new(HashMap::new()),
+            queued_at_open_until: UnixMillis::MIN,
             unsynced: Mutex::new(HashSet::new()),
             depth: AtomicI64::new(0),
             endpoint_writes: Mutex::new(()),
@@ -182,7 +188,10 @@ impl SledStore {
             completions: Batch::default(),
             db,
         };
-        inner.depth.store(inner.queue.len() as i64, Ordering::Relaxed);
+        let mut inner = inner;
+        let (depth, untried_until) = queue_at_open(&inner.queue)?;
+        inner.depth.store(depth, Ordering::Relaxed);
+        inner.queued_at_open_until = untried_until;
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -288,6 +297,22 @@ impl SledStore {
         self.inner.durability.barrier().await?;
         Ok(outcome)
     }
+}
+
+/// How many entries the queue holds, and the latest due time of those of untried
+/// deliveries (`UnixMillis::MIN` without any).
+fn queue_at_open(queue: &sled::Tree) -> Result<(i64, UnixMillis), StoreError> {
+    let mut depth = 0;
+    let mut untried_until = UnixMillis::MIN;
+    for entry in queue.iter() {
+        let (key, value) = entry.map_err(sled_err("counting the queue"))?;
+        depth += 1;
+        let untried = keys::parse_queue_entry(&value).is_none_or(|entry| entry.progress.is_none_or(|(n, _)| n == 0));
+        if let Some((due, _)) = keys::parse_queue(&key).filter(|_| untried) {
+            untried_until = untried_until.max(due);
+        }
+    }
+    Ok((depth, untried_until))
 }
 
 /// How many store threads: one per core, and two more so a thread waiting on the disk
@@ -455,13 +480,20 @@ struct RequeueTrees<'a> {
     attempts: &'a TransactionalTree,
 }
 
+/// What a requeue changed in the queue.
+struct Requeued {
+    /// The delivery was not pending before: the queue grew by one.
+    grew: bool,
+    /// The delivery was pending: the queue entry it had, now replaced.
+    replaced: Option<Vec<u8>>,
+}
+
 /// Makes a delivery pending again, due `now`, with a fresh attempt budget.
-/// Returns whether it was not pending before (so the queue grew).
 fn requeue(
     trees: &RequeueTrees,
     record: DeliveryRecord,
     now: UnixMillis,
-) -> Result<bool, ConflictableTransactionError<StoreError>> {
+) -> Result<Requeued, ConflictableTransactionError<StoreError>> {
     let RequeueTrees {
         deliveries,
         queue,
@@ -470,9 +502,12 @@ fn requeue(
     } = trees;
     spill_in(attempts, &record)?;
     let mut delivery = record.delivery;
+    let mut replaced = None;
     let grew = match (delivery.status, delivery.next_attempt_at) {
         (DeliveryStatus::Pending, Some(due)) => {
-            queue.remove(keys::queue(&delivery.endpoint_id, due, &delivery.event_id))?;
+            let key = keys::queue(&delivery.endpoint_id, due, &delivery.event_id);
+            queue.remove(key.as_slice())?;
+            replaced = Some(key);
             false
         }
         (DeliveryStatus::Failed, _) => {
@@ -493,7 +528,7 @@ fn requeue(
         keys::delivery(&delivery.event_id, &delivery.endpoint_id),
         encode_compact(&delivery),
     )?;
-    Ok(grew)
+    Ok(Requeued { grew, replaced })
 }
 
 /// Where the answer to a batched request goes.
@@ -796,7 +831,9 @@ impl Inner {
                 .get(event.as_str())
                 .map_err(sled_err("reading a payload"))?;
             let (Some((attempts, received_at)), Some(payload)) = (progress, payload) else {
-                // The event was deleted under the queue entry.
+                // The event was deleted under the queue entry. An attempt of it that outlived
+                // its lease changes nothing either (see `record_batch`).
+                leases.remove(&*key);
                 if self
                     .queue
                     .remove(&key)
@@ -869,18 +906,26 @@ impl Inner {
         // state first and drops the claimed queue entry last: a crash in between leaves
         // the delivery queued, and the attempt is made again (at-least-once).
         let _serial = self.queue_writes.lock().expect("queue lock poisoned");
+        // The claimed queue entry exists exactly while the delivery is pending and due
+        // at the claimed time: every change of either changes both. Whatever removes a
+        // leased entry (a replay, an endpoint's retirement) ends its lease too, under
+        // `queue_writes`. So an attempt whose entry lost its lease ran while the
+        // delivery was replayed or retired, and changes nothing.
+        let queue_keys: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|c| keys::queue(&c.claim.endpoint_id, c.claim.due, &c.claim.event_id))
+            .collect();
+        let owned: Vec<bool> = {
+            let leases = self.leases.lock().expect("lease table poisoned");
+            queue_keys.iter().map(|key| leases.contains_key(key)).collect()
+        };
         let written = sled_err("recording an attempt");
         let mut recorded = Vec::with_capacity(batch.len());
-        for (completion, &seq) in batch.iter().zip(&seqs) {
+        for (((completion, &seq), queue_key), owned) in batch.iter().zip(&seqs).zip(queue_keys).zip(owned) {
             let (claim, attempt) = (&completion.claim, &completion.attempt);
             let attempt_key = keys::attempt(&claim.event_id, seq);
             let attempt_record = || encode_compact(attempt);
-            // The claimed queue entry exists exactly while the delivery is pending and due
-            // at the claimed time: every change of either changes both. Without it, the
-            // delivery was replayed, recovered or retired (or its event deleted) while the
-            // attempt ran, and the attempt changes nothing.
-            let queue_key = keys::queue(&claim.endpoint_id, claim.due, &claim.event_id);
-            if !self.queue.contains_key(&queue_key).map_err(&written)? {
+            if !owned {
                 if read_delivery_from(&self.deliveries, &claim.event_id, &claim.endpoint_id)?.is_some() {
                     self.attempts
                         .insert(attempt_key.as_slice(), attempt_record())
@@ -890,9 +935,10 @@ impl Inner {
                 continue;
             }
             let delivery_key = keys::delivery(&claim.event_id, &claim.endpoint_id);
-            if claim.attempt == 1 {
+            if claim.attempt == 1 && claim.due <= self.queued_at_open_until {
                 // Only a first attempt can find a record holding an attempt: one recorded as
-                // succeeded whose queue entry a crash kept, so it was claimed again.
+                // succeeded whose queue entry a crash kept, so it was claimed again. Such an
+                // entry was in the queue when the store opened.
                 self.spill_held_attempt(&delivery_key)?;
             }
             let mut delivery = Delivery::new(
@@ -952,6 +998,14 @@ impl Inner {
         Ok(recorded)
     }
 
+    /// Ends the leases of the queue keys `matches` picks. Called with `queue_writes` held.
+    fn end_leases(&self, matches: impl Fn(&[u8]) -> bool) {
+        self.leases
+            .lock()
+            .expect("lease table poisoned")
+            .retain(|key, _| !matches(key));
+    }
+
     /// Moves the attempt that the delivery record at `key` holds, if any, to the
     /// `attempts` tree, before the record is written over.
     fn spill_held_attempt(&self, key: &[u8]) -> Result<(), StoreError> {
@@ -970,7 +1024,23 @@ impl Inner {
     fn retire_endpoint_queue(&self, endpoint: &EndpointId, now: UnixMillis) -> Result<(), StoreError> {
         let _serial = self.queue_writes.lock().expect("queue lock poisoned");
         let prefix = endpoint.as_str().as_bytes();
-        for entry in self.queue.scan_prefix(prefix) {
+        let retired = self.fail_queued_deliveries(endpoint, now);
+        // Attempts under way change nothing (see `record_batch`), also after a failure
+        // halfway: the endpoint is gone.
+        self.end_leases(|key| key.starts_with(prefix));
+        retired?;
+        for entry in self.failed.scan_prefix(prefix).keys() {
+            let key = entry.map_err(sled_err("scanning failed deliveries"))?;
+            self.failed
+                .remove(key)
+                .map_err(sled_err("removing failed deliveries"))?;
+        }
+        Ok(())
+    }
+
+    /// Takes every queued delivery of a deleted endpoint out of the queue, as failed.
+    fn fail_queued_deliveries(&self, endpoint: &EndpointId, now: UnixMillis) -> Result<(), StoreError> {
+        for entry in self.queue.scan_prefix(endpoint.as_str().as_bytes()) {
             let (key, _) = entry.map_err(sled_err("scanning the queue"))?;
             let Some((_, event)) = keys::parse_queue(&key) else {
                 continue;
@@ -996,12 +1066,6 @@ impl Inner {
                 })
                 .map_err(tx_err::<StoreError>("failing the deliveries of a deleted endpoint"))?;
             self.depth.fetch_sub(1, Ordering::Relaxed);
-        }
-        for entry in self.failed.scan_prefix(prefix).keys() {
-            let key = entry.map_err(sled_err("scanning failed deliveries"))?;
-            self.failed
-                .remove(key)
-                .map_err(sled_err("removing failed deliveries"))?;
         }
         Ok(())
     }
@@ -1355,7 +1419,7 @@ impl Store for SledStore {
                         failed,
                         attempts,
                     };
-                    let mut grew = 0;
+                    let (mut grew, mut replaced) = (0, Vec::new());
                     for endpoint in &endpoints {
                         let record = match read_delivery_in(deliveries, &event.id, endpoint)? {
                             Some(record) => record,
@@ -1370,11 +1434,16 @@ impl Store for SledStore {
                                 }
                             }
                         };
-                        grew += usize::from(requeue(&trees, record, now)?);
+                        let requeued = requeue(&trees, record, now)?;
+                        grew += usize::from(requeued.grew);
+                        replaced.extend(requeued.replaced);
                     }
-                    Ok(grew)
+                    Ok((grew, replaced))
                 })
                 .map_err(tx_err::<StoreError>("replaying an event"))?;
+            // Attempts under way of the replayed deliveries change nothing (see `record_batch`).
+            let (grew, replaced) = grew;
+            s.end_leases(|key| replaced.iter().any(|gone| gone.as_slice() == key));
             s.depth.fetch_add(grew as i64, Ordering::Relaxed);
             Ok(endpoints.len())
         })
@@ -1418,7 +1487,8 @@ impl Store for SledStore {
                             failed,
                             attempts,
                         };
-                        requeue(&trees, record, now)
+                        // Failed: not queued, so no lease to end.
+                        Ok(requeue(&trees, record, now)?.grew)
                     })
                     .map_err(tx_err::<StoreError>("recovering a delivery"))?;
                 if done {

@@ -429,6 +429,20 @@ async fn an_attempt_that_outlived_a_replay_does_not_undo_it(store: &dyn Store) {
     let d = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
     assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Pending, Some(1_500)));
     assert_eq!(store.queue_depth().await.unwrap(), 1);
+
+    // Also when the replay makes it due at the very time it was claimed for.
+    let replayed = claim_one(store, &e.id, 1_500).await;
+    let full = store.get_event(&m.id, &ev.id).await.unwrap().unwrap();
+    store
+        .replay_event(&full, std::slice::from_ref(&e.id), replayed.due)
+        .await
+        .unwrap();
+    succeed(store, &replayed).await;
+    let d = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0), "{d:?}");
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+    let again = claim_one(store, &e.id, 2_000).await;
+    assert_eq!((again.due, again.attempt), (1_500, 1));
 }
 
 /// A delivery nothing has happened to yet (a backend may keep no record of it of its
@@ -552,10 +566,25 @@ async fn deleting_an_endpoint_fails_its_pending_deliveries(store: &dyn Store) {
     let (m, e) = seeded(store).await;
     let ev = event(&m, None, 1_000);
     store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
+    let in_flight = event(&m, None, 1_001);
+    store
+        .accept_event(&in_flight, std::slice::from_ref(&e.id))
+        .await
+        .unwrap();
+    let claims = store.claim_due(&e.id, 1_001, 10, LEASE, AHEAD).await.unwrap().claims;
+    let claim = claims.into_iter().find(|c| c.event_id == in_flight.id).unwrap();
     assert!(store.delete_endpoint(&m.id, &e.id).await.unwrap());
     assert!(!store.delete_endpoint(&m.id, &e.id).await.unwrap());
-    let d = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
-    assert_eq!(d.status, DeliveryStatus::Failed);
+    // An attempt that was under way ends after the deletion: it changes nothing.
+    succeed(store, &claim).await;
+    for id in [&ev.id, &in_flight.id] {
+        let d = store.get_delivery(id, &e.id).await.unwrap().unwrap();
+        assert_eq!(
+            (d.status, d.last_error.as_deref()),
+            (DeliveryStatus::Failed, Some("endpoint deleted")),
+            "{d:?}"
+        );
+    }
     assert_eq!(store.queue_depth().await.unwrap(), 0);
     assert!(store
         .claim_due(&e.id, 10_000, 10, LEASE, AHEAD)
