@@ -135,9 +135,12 @@ pub trait Store: Send + Sync + 'static {
     /// The event with its payload.
     async fn get_event(&self, merchant: &MerchantId, id: &EventId) -> Result<Option<Event>, StoreError>;
     async fn list_deliveries(&self, event: &EventId) -> Result<Vec<Delivery>, StoreError>;
+    /// Every attempt made for the event, on all its endpoints, in the order they were
+    /// recorded, a page at a time; each attempt once, wherever a backend keeps it.
     async fn list_attempts(&self, event: &EventId, page: PageRequest) -> Result<Page<Attempt>, StoreError>;
     /// Makes the event's deliveries to these endpoints pending again (creating them
-    /// where missing), due now, with a fresh attempt budget.
+    /// where missing), due now, with a fresh attempt budget. An attempt of one of them
+    /// under way meanwhile is recorded when it ends but moves nothing.
     async fn replay_event(&self, event: &Event, endpoints: &[EndpointId], now: UnixMillis)
         -> Result<usize, StoreError>;
     /// Re-queues the endpoint's failed deliveries of events received since `since`.
