@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the pure functions every delivery runs through: signing, the
 //! sled key layout and queue entries, and the records of deliveries and attempts in
-//! both layouts (JSON: layout 1; postcard: layout 2).
+//! each layout (JSON: layout 1; postcard: layout 2; a delivery record holding its
+//! first attempt: layout 3).
 //!
 //! `cargo bench --bench hot_paths` (add `-- --quick` for a fast pass). Results and
 //! their context: docs/benchmarks.md.
@@ -9,7 +10,9 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hookrelay::delivery::{sign, signature_header};
-use hookrelay::domain::{Attempt, AttemptOutcome, Delivery, EndpointId, EndpointSecret, EventId, MerchantId};
+use hookrelay::domain::{
+    Attempt, AttemptOutcome, Delivery, DeliveryStatus, EndpointId, EndpointSecret, EventId, MerchantId,
+};
 use hookrelay::store::sled_keys as keys;
 use hookrelay::store::sled_records as stored;
 
@@ -101,6 +104,20 @@ fn records(c: &mut Criterion) {
     });
     group.bench_function("encode attempt, postcard", |b| {
         b.iter(|| stored::encode_compact(black_box(&attempt)))
+    });
+    // Layout 3: the one record of a delivery that succeeded at its first attempt.
+    let mut delivered = delivery.clone();
+    delivered.status = DeliveryStatus::Succeeded;
+    delivered.attempts = 1;
+    delivered.next_attempt_at = None;
+    delivered.last_attempt_at = Some(attempt.attempted_at);
+    delivered.last_status_code = attempt.status_code;
+    let held = stored::encode_with_first_attempt(&delivered, 42, &attempt).expect("a first attempt that succeeded");
+    group.bench_function("encode delivery holding its first attempt", |b| {
+        b.iter(|| stored::encode_with_first_attempt(black_box(&delivered), 42, black_box(&attempt)))
+    });
+    group.bench_function("decode delivery holding its first attempt", |b| {
+        b.iter(|| stored::decode_delivery(black_box(&held)).unwrap())
     });
     group.finish();
 }
