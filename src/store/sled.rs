@@ -870,15 +870,12 @@ impl Inner {
         if let Err(error) = &outcome {
             self.note_failure(error);
         }
-        let mut leases = self.leases.lock().expect("lease table poisoned");
         match outcome {
             Ok(recorded) => {
                 for (completion, recorded) in batch.into_iter().zip(recorded) {
                     if let Recorded::LeftQueue = recorded {
                         self.depth.fetch_sub(1, Ordering::Relaxed);
                     }
-                    let claim = &completion.claim;
-                    leases.remove(&keys::queue(&claim.endpoint_id, claim.due, &claim.event_id));
                     replies.add(completion.reply, Ok(()));
                 }
             }
@@ -892,7 +889,6 @@ impl Inner {
                 }
             }
         }
-        drop(leases);
         replies
     }
 
@@ -915,13 +911,19 @@ impl Inner {
             .iter()
             .map(|c| keys::queue(&c.claim.endpoint_id, c.claim.due, &c.claim.event_id))
             .collect();
+        // Two attempts of one entry (claimed again after the first one's lease ran out)
+        // may end in one batch: the first of them owns it.
         let owned: Vec<bool> = {
             let leases = self.leases.lock().expect("lease table poisoned");
-            queue_keys.iter().map(|key| leases.contains_key(key)).collect()
+            let mut taken = HashSet::new();
+            queue_keys
+                .iter()
+                .map(|key| leases.contains_key(key) && taken.insert(key))
+                .collect()
         };
         let written = sled_err("recording an attempt");
         let mut recorded = Vec::with_capacity(batch.len());
-        for (((completion, &seq), queue_key), owned) in batch.iter().zip(&seqs).zip(queue_keys).zip(owned) {
+        for (((completion, &seq), queue_key), owned) in batch.iter().zip(&seqs).zip(&queue_keys).zip(owned) {
             let (claim, attempt) = (&completion.claim, &completion.attempt);
             let attempt_key = keys::attempt(&claim.event_id, seq);
             let attempt_record = || encode_compact(attempt);
@@ -991,9 +993,16 @@ impl Inner {
                 }
             };
             self.deliveries.insert(delivery_key, record).map_err(&written)?;
-            if requeued.as_ref() != Some(&queue_key) {
-                self.queue.remove(&queue_key).map_err(&written)?;
+            if requeued.as_ref() != Some(queue_key) {
+                self.queue.remove(queue_key).map_err(&written)?;
             }
+        }
+        // Still under `queue_writes`, so a second attempt of the same entry (claimed again
+        // after this one's lease ran out) finds it no longer leased (and changes nothing)
+        // even when it is recorded by the very next job.
+        let mut leases = self.leases.lock().expect("lease table poisoned");
+        for key in &queue_keys {
+            leases.remove(key);
         }
         Ok(recorded)
     }

@@ -445,6 +445,39 @@ async fn an_attempt_that_outlived_a_replay_does_not_undo_it(store: &dyn Store) {
     assert_eq!((again.due, again.attempt), (1_500, 1));
 }
 
+/// A lease that ran out lets another worker claim the delivery again. When both
+/// attempts end, together or one after the other, the delivery moves on once and both
+/// attempts are listed.
+async fn a_delivery_claimed_again_after_its_lease_ran_out_moves_on_once(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    let short = Duration::from_millis(10);
+    for (n, together) in [(0, true), (1, false)] {
+        let ev = event(&m, None, 1_000 + n);
+        store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
+        let now = 1_000 + n;
+        let endpoint = &e.id;
+        let claim = |at: i64| async move { store.claim_due(endpoint, at, 1, short, AHEAD).await.unwrap().claims };
+        let first = claim(now).await.remove(0);
+        assert!(claim(now + 5).await.is_empty(), "still leased");
+        let second = claim(now + 11).await.remove(0);
+        assert_eq!(
+            (second.event_id.clone(), second.due, second.attempt),
+            (first.event_id.clone(), first.due, 1)
+        );
+        if together {
+            futures_util::join!(succeed(store, &first), succeed(store, &second));
+        } else {
+            succeed(store, &first).await;
+            succeed(store, &second).await;
+        }
+        let d = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
+        assert_eq!((d.status, d.attempts), (DeliveryStatus::Succeeded, 1), "{d:?}");
+        assert_eq!(store.queue_depth().await.unwrap(), 0, "left the queue once");
+        let page = PageRequest { after: None, limit: 10 };
+        assert_eq!(store.list_attempts(&ev.id, page).await.unwrap().items.len(), 2);
+    }
+}
+
 /// A delivery nothing has happened to yet (a backend may keep no record of it of its
 /// own) reads as pending and untried, and a replay of it moves it rather than queueing
 /// it twice.
@@ -836,6 +869,7 @@ contract!(
     a_failed_attempt_is_rescheduled_then_succeeds,
     failed_deliveries_are_replayed_and_recovered,
     an_attempt_that_outlived_a_replay_does_not_undo_it,
+    a_delivery_claimed_again_after_its_lease_ran_out_moves_on_once,
     an_untried_delivery_reads_as_pending_and_a_replay_moves_it,
     every_attempt_is_listed_once_in_the_order_made,
     deleting_an_endpoint_fails_its_pending_deliveries,
