@@ -74,7 +74,7 @@ impl AttemptOutcome {
 }
 
 /// One HTTP attempt, kept for the attempts log.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
     pub event_id: EventId,
     pub endpoint_id: EndpointId,

@@ -160,6 +160,8 @@ impl SledStore {
         sealed::check_key(&db, &tree("merchants")?, &tree("endpoints")?, &cipher)?;
         let durability =
             Durability::start(db.clone(), &dir).map_err(|e| StoreError::backend("starting the commit thread", e))?;
+        let queue = tree("queue")?;
+        let (depth, queued_at_open_until) = queue_at_open(&queue)?;
         let inner = Inner {
             merchants: tree("merchants")?,
             endpoints: tree("endpoints")?,
@@ -167,14 +169,14 @@ impl SledStore {
             payloads: tree("payloads")?,
             dedupe: tree("dedupe")?,
             deliveries: tree("deliveries")?,
-            queue: tree("queue")?,
+            queue,
             failed: tree("failed")?,
             attempts: tree("attempts")?,
             durability,
             leases: Mutex::new(HashMap::new()),
-            queued_at_open_until: UnixMillis::MIN,
+            queued_at_open_until,
             unsynced: Mutex::new(HashSet::new()),
-            depth: AtomicI64::new(0),
+            depth: AtomicI64::new(depth),
             endpoint_writes: Mutex::new(()),
             ingest_writes: Mutex::new(()),
             queue_writes: Mutex::new(()),
@@ -188,10 +190,6 @@ impl SledStore {
             completions: Batch::default(),
             db,
         };
-        let mut inner = inner;
-        let (depth, untried_until) = queue_at_open(&inner.queue)?;
-        inner.depth.store(depth, Ordering::Relaxed);
-        inner.queued_at_open_until = untried_until;
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -1021,9 +1019,9 @@ impl Inner {
         let Some(raw) = self.deliveries.get(key).map_err(sled_err("reading a delivery"))? else {
             return Ok(());
         };
-        if let Some((seq, attempt)) = decode_delivery(&raw)?.attempt {
+        if let Some((key, value)) = decode_delivery(&raw)?.held_attempt_row() {
             self.attempts
-                .insert(keys::attempt(&attempt.event_id, seq), encode_compact(&attempt))
+                .insert(key, value)
                 .map_err(sled_err("moving an attempt out of its delivery record"))?;
         }
         Ok(())

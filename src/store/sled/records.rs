@@ -80,16 +80,10 @@ pub struct DeliveryRecord {
 }
 
 /// A delivery that succeeded at its first attempt, with what that attempt adds to it.
-#[derive(Serialize)]
-struct WithFirstAttempt<'a> {
-    delivery: &'a Delivery,
-    seq: u64,
-    duration_ms: u64,
-}
-
-#[derive(Deserialize)]
-struct WithFirstAttemptOwned {
-    delivery: Delivery,
+/// `D` is `&Delivery` when written, `Delivery` when read.
+#[derive(Serialize, Deserialize)]
+struct WithFirstAttempt<D> {
+    delivery: D,
     seq: u64,
     duration_ms: u64,
 }
@@ -98,24 +92,7 @@ struct WithFirstAttemptOwned {
 /// on the hot path one record instead of two. `None` when `attempt` is not such an
 /// attempt of `delivery`, which then needs its own record in the `attempts` tree.
 pub fn encode_with_first_attempt(delivery: &Delivery, seq: u64, attempt: &Attempt) -> Option<Vec<u8>> {
-    let implied = first_attempt(delivery, attempt.duration_ms)?;
-    let same = (
-        &implied.event_id,
-        &implied.endpoint_id,
-        implied.attempt,
-        implied.attempted_at,
-        implied.outcome,
-        implied.status_code,
-        &implied.error,
-    ) == (
-        &attempt.event_id,
-        &attempt.endpoint_id,
-        attempt.attempt,
-        attempt.attempted_at,
-        attempt.outcome,
-        attempt.status_code,
-        &attempt.error,
-    );
+    let same = first_attempt(delivery, attempt.duration_ms)? == *attempt;
     let record = WithFirstAttempt {
         delivery,
         seq,
@@ -147,7 +124,7 @@ pub fn decode_delivery(bytes: &[u8]) -> Result<DeliveryRecord, StoreError> {
             attempt: None,
         });
     };
-    let record: WithFirstAttemptOwned =
+    let record: WithFirstAttempt<Delivery> =
         postcard::from_bytes(record).map_err(|e| StoreError::backend("decoding a stored delivery", e))?;
     let attempt = first_attempt(&record.delivery, record.duration_ms).ok_or_else(|| {
         StoreError::backend(
@@ -161,14 +138,22 @@ pub fn decode_delivery(bytes: &[u8]) -> Result<DeliveryRecord, StoreError> {
     })
 }
 
+impl DeliveryRecord {
+    /// The key and record in the `attempts` tree of the attempt this record holds.
+    pub fn held_attempt_row(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        let (seq, attempt) = self.attempt.as_ref()?;
+        Some((keys::attempt(&attempt.event_id, *seq), encode_compact(attempt)))
+    }
+}
+
 /// Moves the attempt a delivery record holds, if any, to the `attempts` tree, before
 /// the record is written over.
 pub fn spill_in(
     attempts: &TransactionalTree,
     record: &DeliveryRecord,
 ) -> Result<(), ConflictableTransactionError<StoreError>> {
-    if let Some((seq, attempt)) = &record.attempt {
-        attempts.insert(keys::attempt(&attempt.event_id, *seq), encode_compact(attempt))?;
+    if let Some((key, value)) = record.held_attempt_row() {
+        attempts.insert(key, value)?;
     }
     Ok(())
 }
