@@ -19,6 +19,7 @@ mod cache;
 mod durability;
 pub mod keys;
 pub mod records;
+mod scan_starts;
 mod sealed;
 mod threads;
 
@@ -40,6 +41,7 @@ use self::records::{
     decode, decode_delivery, encode, encode_compact, encode_with_first_attempt, held_attempts, list_deliveries_from,
     page_of_attempts, read_delivery_from, read_delivery_in, spill_in, DeliveryRecord, FanOut,
 };
+use self::scan_starts::ScanStarts;
 use self::threads::{Batch, Replies, StoreThreads};
 use super::repo::{AcceptOutcome, Claim, Claimed, Disposition, Page, PageRequest, Store, StoreError};
 use crate::domain::MerchantUpdate;
@@ -87,6 +89,9 @@ struct Inner {
     /// Queue keys claimed by a worker of this process → lease deadline (ms). An
     /// attempt whose queue entry lost its lease (replayed, retired) changes nothing.
     leases: Mutex<HashMap<Vec<u8>, UnixMillis>>,
+    /// Where each endpoint's next claim may start its scan. Every insert into the queue
+    /// reports its key here, after the insert.
+    scan_starts: Mutex<ScanStarts>,
     /// Queue entries of untried deliveries due up to this time were there when the
     /// store opened: one may belong to a delivery recorded as succeeded by a first
     /// attempt whose removal of the entry a crash undid (see `record_batch`).
@@ -174,6 +179,7 @@ impl SledStore {
             attempts: tree("attempts")?,
             durability,
             leases: Mutex::new(HashMap::new()),
+            scan_starts: Mutex::new(ScanStarts::default()),
             queued_at_open_until,
             unsynced: Mutex::new(HashSet::new()),
             depth: AtomicI64::new(depth),
@@ -712,6 +718,7 @@ impl Inner {
                     .insert(queue_key.as_slice(), rows.queue_entry.as_slice())
                     .map_err(&stored)?;
             }
+            self.queued(&rows.queue_keys);
             self.events
                 .insert(rows.event_key.as_slice(), rows.record.as_slice())
                 .map_err(&stored)?;
@@ -779,18 +786,54 @@ impl Inner {
         // one scheduled beyond the horizon be waiting at the far end. (With every slot
         // used, the attempts just claimed wake the worker when they end.)
         let mut future_seen = false;
-        // Oldest first, up to the first entry not yet due.
-        for entry in self.queue.scan_prefix(endpoint.as_str()) {
-            let (key, value) = entry.map_err(sled_err("scanning the queue"))?;
-            let Some((due, _)) = keys::parse_queue(&key).filter(|(_, event)| claimable(&key, event)) else {
+        // Oldest first, up to the first entry not yet due, from past the entries that the
+        // last claim found leased (see `scan_starts.rs`).
+        let prefix = endpoint.as_str().as_bytes();
+        let mut scan = self
+            .scan_starts
+            .lock()
+            .expect("scan starts poisoned")
+            .begin(prefix, now);
+        let forward = match scan.start() {
+            Some(start) => self.queue.range(start.to_vec()..keys::prefix_end(prefix)),
+            None => self.queue.scan_prefix(prefix),
+        };
+        let mut failure = None;
+        for entry in forward {
+            let (key, value) = match entry {
+                Ok(entry) => entry,
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            };
+            let Some((due, event)) = keys::parse_queue(&key) else {
+                scan.passed(&key, None);
                 continue;
             };
+            if let Some(&until) = leases.get(&*key).filter(|until| **until > now) {
+                scan.passed(&key, Some(until));
+                continue;
+            }
+            if unsynced.contains(&event) {
+                scan.open_at(&key);
+                continue;
+            }
             if due > now || due_keys.len() >= limit {
                 claimed.next_due = Some(due);
                 future_seen = due_keys.len() < limit;
+                scan.open_at(&key);
                 break;
             }
+            scan.passed(&key, Some(lease_until));
             due_keys.push((key, value));
+        }
+        self.scan_starts
+            .lock()
+            .expect("scan starts poisoned")
+            .end(prefix, scan, failure.is_none());
+        if let Some(error) = failure {
+            return Err(sled_err("scanning the queue")(error));
         }
         // Then, from the far end, entries scheduled beyond the horizon. Only when needed:
         // the first step of a reverse scan is a descent of the tree and a node copy.
@@ -968,6 +1011,7 @@ impl Inner {
                             keys::queue_entry(&claim.merchant_id, claim.attempt, claim.received_at),
                         )
                         .map_err(&written)?;
+                    self.queued(std::slice::from_ref(&key));
                     requeued = Some(key);
                     Recorded::Stayed
                 }
@@ -1005,6 +1049,14 @@ impl Inner {
         Ok(recorded)
     }
 
+    /// Tells the claims of entries just put into the queue (see `scan_starts.rs`).
+    fn queued(&self, keys: &[Vec<u8>]) {
+        let mut starts = self.scan_starts.lock().expect("scan starts poisoned");
+        for key in keys {
+            starts.queued(key);
+        }
+    }
+
     /// Ends the leases of the queue keys `matches` picks. Called with `queue_writes` held.
     fn end_leases(&self, matches: impl Fn(&[u8]) -> bool) {
         self.leases
@@ -1035,6 +1087,10 @@ impl Inner {
         // Attempts under way change nothing (see `record_batch`), also after a failure
         // halfway: the endpoint is gone.
         self.end_leases(|key| key.starts_with(prefix));
+        self.scan_starts
+            .lock()
+            .expect("scan starts poisoned")
+            .forget(|key| key == prefix);
         retired?;
         for entry in self.failed.scan_prefix(prefix).keys() {
             let key = entry.map_err(sled_err("scanning failed deliveries"))?;
@@ -1450,6 +1506,8 @@ impl Store for SledStore {
                 .map_err(tx_err::<StoreError>("replaying an event"))?;
             // Attempts under way of the replayed deliveries change nothing (see `record_batch`).
             let (grew, replaced) = grew;
+            let requeued: Vec<Vec<u8>> = endpoints.iter().map(|e| keys::queue(e, now, &event.id)).collect();
+            s.queued(&requeued);
             s.end_leases(|key| replaced.iter().any(|gone| gone.as_slice() == key));
             s.depth.fetch_add(grew as i64, Ordering::Relaxed);
             Ok(endpoints.len())
@@ -1499,6 +1557,7 @@ impl Store for SledStore {
                     })
                     .map_err(tx_err::<StoreError>("recovering a delivery"))?;
                 if done {
+                    s.queued(&[keys::queue(&endpoint, now, &event)]);
                     recovered += 1;
                     s.depth.fetch_add(1, Ordering::Relaxed);
                 }

@@ -415,6 +415,67 @@ async fn failed_deliveries_are_replayed_and_recovered(store: &dyn Store) {
     assert_eq!(claims.len(), 1);
 }
 
+/// Whatever puts a delivery into the queue ahead of one in flight (an event received
+/// earlier but stored later, a retry, a replay, a recovery), the next claim finds it.
+async fn a_delivery_queued_ahead_of_one_in_flight_is_claimed(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    let endpoint = std::slice::from_ref(&e.id);
+    let now = 5_000;
+    let claim_all = || async { store.claim_due(&e.id, now, 10, LEASE, AHEAD).await.unwrap().claims };
+    let later = event(&m, None, 2_000);
+    store.accept_event(&later, endpoint).await.unwrap();
+    let in_flight = claim_one(store, &e.id, now).await;
+    assert_eq!(in_flight.event_id, later.id);
+    assert!(claim_all().await.is_empty(), "the one queued is in flight");
+
+    let earlier = event(&m, None, 1_000);
+    store.accept_event(&earlier, endpoint).await.unwrap();
+    let first = claim_one(store, &e.id, now).await;
+    assert_eq!(
+        (&first.event_id, first.due),
+        (&earlier.id, 1_000),
+        "stored later, received earlier"
+    );
+
+    let failed = attempt(&first, AttemptOutcome::HttpError);
+    store
+        .complete_attempt(&first, &failed, Disposition::RetryAt(1_500))
+        .await
+        .unwrap();
+    let retry = claim_one(store, &e.id, now).await;
+    assert_eq!(
+        (&retry.event_id, retry.due, retry.attempt),
+        (&earlier.id, 1_500, 2),
+        "a retry"
+    );
+
+    succeed(store, &retry).await;
+    assert_eq!(store.replay_event(&earlier, endpoint, 1_700).await.unwrap(), 1);
+    let replayed = claim_one(store, &e.id, now).await;
+    assert_eq!((&replayed.event_id, replayed.due), (&earlier.id, 1_700), "a replay");
+
+    let gave_up = attempt(&replayed, AttemptOutcome::HttpError);
+    store
+        .complete_attempt(&replayed, &gave_up, Disposition::Failed)
+        .await
+        .unwrap();
+    assert_eq!(store.recover_endpoint(&m.id, &e.id, 0, 1_800).await.unwrap(), 1);
+    let recovered = claim_one(store, &e.id, now).await;
+    assert_eq!((&recovered.event_id, recovered.due), (&earlier.id, 1_800), "a recovery");
+
+    assert!(claim_all().await.is_empty(), "both in flight");
+    let expired = store
+        .claim_due(&e.id, now + 60_000, 10, LEASE, AHEAD)
+        .await
+        .unwrap()
+        .claims;
+    let mut again: Vec<_> = expired.iter().map(|c| (&c.event_id, c.due)).collect();
+    again.sort();
+    let mut want = vec![(&earlier.id, 1_800), (&later.id, 2_000)];
+    want.sort();
+    assert_eq!(again, want, "leases that ran out");
+}
+
 async fn an_attempt_that_outlived_a_replay_does_not_undo_it(store: &dyn Store) {
     let (m, e) = seeded(store).await;
     let ev = event(&m, None, 1_000);
@@ -868,6 +929,7 @@ contract!(
     a_schedule_beyond_the_horizon_is_due_now,
     a_failed_attempt_is_rescheduled_then_succeeds,
     failed_deliveries_are_replayed_and_recovered,
+    a_delivery_queued_ahead_of_one_in_flight_is_claimed,
     an_attempt_that_outlived_a_replay_does_not_undo_it,
     a_delivery_claimed_again_after_its_lease_ran_out_moves_on_once,
     an_untried_delivery_reads_as_pending_and_a_replay_moves_it,
