@@ -172,14 +172,21 @@ impl Gateway {
         Ok(format!("{}/ingest/{id}?token={token}", self.base_url))
     }
 
-    pub async fn create_endpoint(&self, client: &reqwest::Client, merchant: &str, url: &str) -> anyhow::Result<()> {
-        self.admin_post(
-            client,
-            &format!("/api/v1/merchants/{merchant}/endpoints"),
-            serde_json::json!({ "url": url, "description": "hookrelay-bench" }),
-        )
-        .await
-        .map(drop)
+    /// Registers an endpoint for `event_types` (`None`: every event).
+    pub async fn create_endpoint(
+        &self,
+        client: &reqwest::Client,
+        merchant: &str,
+        url: &str,
+        event_types: Option<&[&str]>,
+    ) -> anyhow::Result<()> {
+        let mut body = serde_json::json!({ "url": url, "description": "hookrelay-bench" });
+        if let Some(types) = event_types {
+            body["event_types"] = serde_json::json!(types);
+        }
+        self.admin_post(client, &format!("/api/v1/merchants/{merchant}/endpoints"), body)
+            .await
+            .map(drop)
     }
 
     pub async fn delete_merchant(&self, client: &reqwest::Client, merchant: &str) -> anyhow::Result<()> {

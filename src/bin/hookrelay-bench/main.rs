@@ -92,6 +92,10 @@ pub struct Args {
     #[arg(long, default_value_t = 2048)]
     pub max_in_flight: usize,
 
+    /// Full and open modes: the endpoints subscribe only to an event type the load never
+    /// sends, so nothing is delivered: what the gateway does with durable ingest alone.
+    #[arg(long)]
+    pub ingest_only: bool,
     /// Backlog: deliveries to queue (events = deliveries / endpoints per merchant).
     #[arg(long, default_value_t = 1_000_000)]
     pub deliveries: u64,
@@ -188,6 +192,9 @@ fn check_args(args: &Args) -> Result<(), String> {
     let duration_ok = args.duration > 0.0 && args.duration <= 86_400.0;
     if !(rate_ok && duration_ok) {
         return Err("--rate must be in (0, 1000000] and --duration in (0, 86400]".into());
+    }
+    if args.ingest_only && !matches!(args.mode, Mode::Full | Mode::Open) {
+        return Err("--ingest-only goes with --mode full or open".into());
     }
     if args.mode == Mode::Backlog && args.deliveries < u64::from(args.endpoints_per_merchant) {
         return Err("--deliveries must be at least --endpoints-per-merchant".into());

@@ -146,6 +146,8 @@ pub struct Resources {
     pub clock_ticks_per_s: u64,
     pub gateway_cpu_s: Option<f64>,
     pub gateway_cpu_s_per_1000_deliveries: Option<f64>,
+    /// Everything the gateway did per event accepted: ingest and its deliveries.
+    pub gateway_cpu_s_per_1000_events: Option<f64>,
     /// Average cores the gateway used over the phase.
     pub gateway_cores: Option<f64>,
     pub gateway_peak_rss_bytes: Option<u64>,
@@ -255,7 +257,15 @@ pub fn render_table(report: &Report) -> String {
         );
     }
     let backlog = report.mode == "backlog";
-    if let Some(d) = report.delivery.as_ref().filter(|_| !backlog) {
+    if report.delivery.as_ref().is_some_and(|d| !backlog && d.expected == 0) {
+        row(
+            "deliveries",
+            "none: no endpoint subscribed (--ingest-only)".into(),
+            None,
+            "",
+        );
+    }
+    if let Some(d) = report.delivery.as_ref().filter(|d| !backlog && d.expected > 0) {
         let at_1000 = report
             .ingest
             .as_ref()
@@ -321,6 +331,14 @@ pub fn render_table(report: &Report) -> String {
                 format!("{cpu:.3}"),
                 None,
                 &mark("<= 0.1", cpu <= 0.1),
+            );
+        }
+        if let Some(cpu) = r.gateway_cpu_s_per_1000_events.filter(|_| !backlog) {
+            row(
+                "gateway CPU-s per 1,000 events (with their deliveries)",
+                format!("{cpu:.3}"),
+                None,
+                "",
             );
         }
         if let (Some(cpu), Some(cores)) = (r.gateway_cpu_s, r.gateway_cores) {
@@ -517,6 +535,23 @@ fn triple_ms(p: &Percentiles) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_no_endpoint_subscribed_nothing_is_expected_or_missing() {
+        let accepted = [Accepted {
+            id: 1,
+            merchant: 0,
+            t0_ns: 100,
+        }];
+        let stray = [Arrival {
+            id: 1,
+            endpoint: 0,
+            at_ns: 150,
+        }];
+        let d = DeliverySummary::compute(&accepted, 0, &stray, 100, 200);
+        assert_eq!((d.expected, d.received, d.missing, d.unexpected), (0, 0, 0, 1));
+        assert_eq!(d.rate_per_s, 0.0);
+    }
 
     #[test]
     fn deliveries_are_matched_per_event_and_endpoint() {

@@ -24,6 +24,8 @@ const BACKLOG_RETRY_ENV: [(&str, &str); 2] = [
 ];
 /// A wait for deliveries gives up after this long without a new arrival.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The one event type `--ingest-only` endpoints subscribe to; the load never sends it.
+const UNSENT_TYPE: &str = "hookrelay-bench.unsent";
 
 /// What every phase shares.
 struct Bench {
@@ -216,7 +218,8 @@ impl Bench {
             for k in 0..args.endpoints_per_merchant {
                 let endpoint = m * args.endpoints_per_merchant + k;
                 let url = format!("http://127.0.0.1:{sink_port}{}{endpoint}", crate::sink::HOOK_PREFIX);
-                gateway.create_endpoint(&self.client, &id, &url).await?;
+                let only = self.args.ingest_only.then_some(&[UNSENT_TYPE][..]);
+                gateway.create_endpoint(&self.client, &id, &url, only).await?;
             }
             ids.push(id);
         }
@@ -241,11 +244,16 @@ impl Bench {
             _ => (self.closed(), args.events, None),
         };
         eprintln!(
-            "hookrelay-bench: {} events to {} merchants × {} endpoints{}",
+            "hookrelay-bench: {} events to {} merchants × {} endpoints{}{}",
             events,
             args.merchants,
             args.endpoints_per_merchant,
-            offered.map(|r| format!(" at {r}/s")).unwrap_or_default()
+            offered.map(|r| format!(" at {r}/s")).unwrap_or_default(),
+            if args.ingest_only {
+                " (ingest only: none subscribed)"
+            } else {
+                ""
+            }
         );
         let before = Snapshot::take(gateway.pid, self.clock);
         let arrived_before = self.recorder.count();
@@ -259,7 +267,7 @@ impl Bench {
         );
         let mut outcome = load::run(&self.client, &plan, self.clock, self.progress.clone()).await?;
         self.sampler.set_phase("deliver");
-        let expected = outcome.ok * u64::from(args.endpoints_per_merchant);
+        let expected = outcome.ok * u64::from(self.deliveries_per_event());
         let complete = self.wait_for_deliveries(gateway, arrived_before, expected).await;
         let after = Snapshot::take(gateway.pid, self.clock);
         self.sampler.set_phase("done");
@@ -270,7 +278,7 @@ impl Bench {
         sink.stop().await;
         let delivery = DeliverySummary::compute(
             &outcome.accepted,
-            args.endpoints_per_merchant,
+            self.deliveries_per_event(),
             &arrivals,
             outcome.started_ns,
             outcome.last_answer_ns,
@@ -441,7 +449,10 @@ impl Bench {
             others_cpu_s: gateway_cpu_s.map(|g| (machine_busy_s - g - sink_cpu_s - load_cpu_s).max(0.0)),
             clock_ticks_per_s: self.ticks_per_s,
             gateway_cpu_s,
-            gateway_cpu_s_per_1000_deliveries: gateway_cpu_s.map(|s| s / delivery.received.max(1) as f64 * 1000.0),
+            gateway_cpu_s_per_1000_deliveries: gateway_cpu_s
+                .filter(|_| delivery.received > 0)
+                .map(|s| s / delivery.received as f64 * 1000.0),
+            gateway_cpu_s_per_1000_events: gateway_cpu_s.filter(|_| events > 0).map(|s| s / events as f64 * 1000.0),
             gateway_cores: gateway_cpu_s.map(|s| s / wall_s.max(1e-9)),
             gateway_peak_rss_bytes: self.sampler.peak_rss(phases),
             gateway_end_rss_bytes: gateway.pid.and_then(procstat::rss_bytes),
@@ -450,6 +461,16 @@ impl Bench {
             data_dir_at_end: gateway.data_dir.as_deref().map(procstat::disk_usage),
             sink_cpu_s,
             load_cpu_s,
+        }
+    }
+
+    /// Deliveries each accepted event makes: one per endpoint of its merchant, none
+    /// with `--ingest-only`.
+    fn deliveries_per_event(&self) -> u32 {
+        if self.args.ingest_only {
+            0
+        } else {
+            self.args.endpoints_per_merchant
         }
     }
 
