@@ -319,10 +319,11 @@ fn queue_at_open(queue: &sled::Tree) -> Result<(i64, UnixMillis), StoreError> {
     Ok((depth, untried_until))
 }
 
-/// How many store threads: one per core, and two more so a thread waiting on the disk
-/// does not leave a core idle.
+/// How many store threads: one per core, and one more so a thread waiting on the disk
+/// does not leave a core idle. (Two more was the better count before claims became
+/// cheap; measured again in docs/benchmarks.md.)
 fn store_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()) + 2
+    std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
 }
 
 /// Makes sure `dir` is a hookrelay data directory of this format, or an empty one
