@@ -491,6 +491,8 @@ struct Requeued {
     grew: bool,
     /// The delivery was pending: the queue entry it had, now replaced.
     replaced: Option<Vec<u8>>,
+    /// The queue entry it has now.
+    queued: Vec<u8>,
 }
 
 /// Makes a delivery pending again, due `now`, with a fresh attempt budget.
@@ -525,15 +527,16 @@ fn requeue(
     delivery.attempts = 0;
     delivery.next_attempt_at = Some(now);
     delivery.updated_at = now;
+    let queued = keys::queue(&delivery.endpoint_id, now, &delivery.event_id);
     queue.insert(
-        keys::queue(&delivery.endpoint_id, now, &delivery.event_id),
+        queued.as_slice(),
         keys::queue_entry(&delivery.merchant_id, 0, delivery.created_at),
     )?;
     deliveries.insert(
         keys::delivery(&delivery.event_id, &delivery.endpoint_id),
         encode_compact(&delivery),
     )?;
-    Ok(Requeued { grew, replaced })
+    Ok(Requeued { grew, replaced, queued })
 }
 
 /// Where the answer to a batched request goes.
@@ -1088,10 +1091,7 @@ impl Inner {
         // Attempts under way change nothing (see `record_batch`), also after a failure
         // halfway: the endpoint is gone.
         self.end_leases(|key| key.starts_with(prefix));
-        self.scan_starts
-            .lock()
-            .expect("scan starts poisoned")
-            .forget(|key| key == prefix);
+        self.scan_starts.lock().expect("scan starts poisoned").forget(prefix);
         retired?;
         for entry in self.failed.scan_prefix(prefix).keys() {
             let key = entry.map_err(sled_err("scanning failed deliveries"))?;
@@ -1483,7 +1483,7 @@ impl Store for SledStore {
                         failed,
                         attempts,
                     };
-                    let (mut grew, mut replaced) = (0, Vec::new());
+                    let (mut grew, mut replaced, mut queued) = (0, Vec::new(), Vec::new());
                     for endpoint in &endpoints {
                         let record = match read_delivery_in(deliveries, &event.id, endpoint)? {
                             Some(record) => record,
@@ -1501,14 +1501,14 @@ impl Store for SledStore {
                         let requeued = requeue(&trees, record, now)?;
                         grew += usize::from(requeued.grew);
                         replaced.extend(requeued.replaced);
+                        queued.push(requeued.queued);
                     }
-                    Ok((grew, replaced))
+                    Ok((grew, replaced, queued))
                 })
                 .map_err(tx_err::<StoreError>("replaying an event"))?;
             // Attempts under way of the replayed deliveries change nothing (see `record_batch`).
-            let (grew, replaced) = grew;
-            let requeued: Vec<Vec<u8>> = endpoints.iter().map(|e| keys::queue(e, now, &event.id)).collect();
-            s.queued(&requeued);
+            let (grew, replaced, queued) = grew;
+            s.queued(&queued);
             s.end_leases(|key| replaced.iter().any(|gone| gone.as_slice() == key));
             s.depth.fetch_add(grew as i64, Ordering::Relaxed);
             Ok(endpoints.len())
@@ -1536,16 +1536,16 @@ impl Store for SledStore {
                     .ok()
                     .and_then(|e| EventId::parse(e).ok());
                 let Some(event) = event else { continue };
-                let done = (&s.deliveries, &s.queue, &s.failed, &s.attempts)
+                let queued = (&s.deliveries, &s.queue, &s.failed, &s.attempts)
                     .transaction(|(deliveries, queue, failed, attempts)| {
                         let Some(raw) = deliveries.get(keys::delivery(&event, &endpoint))? else {
                             failed.remove(&*key)?;
-                            return Ok(false);
+                            return Ok(None);
                         };
                         let record = decode_delivery(&raw).map_err(abort)?;
                         let delivery = &record.delivery;
                         if delivery.merchant_id != merchant || delivery.status != DeliveryStatus::Failed {
-                            return Ok(false);
+                            return Ok(None);
                         }
                         let trees = RequeueTrees {
                             deliveries,
@@ -1554,11 +1554,11 @@ impl Store for SledStore {
                             attempts,
                         };
                         // Failed: not queued, so no lease to end.
-                        Ok(requeue(&trees, record, now)?.grew)
+                        Ok(Some(requeue(&trees, record, now)?.queued))
                     })
                     .map_err(tx_err::<StoreError>("recovering a delivery"))?;
-                if done {
-                    s.queued(&[keys::queue(&endpoint, now, &event)]);
+                if let Some(queued) = queued {
+                    s.queued(std::slice::from_ref(&queued));
                     recovered += 1;
                     s.depth.fetch_add(1, Ordering::Relaxed);
                 }

@@ -98,9 +98,9 @@ impl ScanStarts {
         }
     }
 
-    /// Forgets every endpoint whose id `matches` picks (retired endpoints).
-    pub(super) fn forget(&mut self, matches: impl Fn(&[u8]) -> bool) {
-        self.by_endpoint.retain(|endpoint, _| !matches(endpoint));
+    /// Forgets a retired endpoint.
+    pub(super) fn forget(&mut self, endpoint: &[u8]) {
+        self.by_endpoint.remove(endpoint);
     }
 }
 
@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(start_of(&mut starts, &endpoint(1), 0).0, Some(key(1, 5)));
         starts.queued(&key(1, 3));
         assert_eq!(start_of(&mut starts, &endpoint(1), 0).0, Some(key(1, 3)));
-        starts.forget(|e| e == endpoint(1).as_slice());
+        starts.forget(&endpoint(1));
         assert_eq!(start_of(&mut starts, &endpoint(1), 0).0, None);
     }
 
