@@ -25,6 +25,7 @@
 //! keep tokens and signing secrets encrypted in the store.
 
 pub mod admin;
+pub mod allocator;
 pub mod cli;
 pub mod config;
 pub mod delivery;

@@ -6,20 +6,7 @@ use hookrelay::config::Settings;
 use hookrelay::startup::Application;
 use tokio_util::sync::CancellationToken;
 
-/// jemalloc: less CPU per allocation than glibc malloc, and less memory held than
-/// mimalloc in the same run (docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's settings (it reads this symbol at start-up; `_RJEM_MALLOC_CONF` in the
-/// environment still overrides): two arenas are plenty for a handful of busy threads;
-/// a background thread hands freed pages back to the kernel within a quarter second,
-/// so RSS follows the load down instead of keeping its peak; and each thread's cache
-/// keeps only objects up to 4 KiB, since the larger ones it held (sled's nodes and
-/// buffers) were 15 MiB of peak RSS at full load for no CPU saved (docs/benchmarks.md).
-#[export_name = "_rjem_malloc_conf"]
-static MALLOC_CONF: &[u8; 85] =
-    b"narenas:2,background_thread:true,dirty_decay_ms:250,muzzy_decay_ms:0,tcache_max:4096\0";
+hookrelay::use_jemalloc!();
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
