@@ -2,6 +2,7 @@
 //! test, real HTTP receivers. `TEST_LOG=1 cargo test` shows the gateway's logs.
 
 mod admin;
+mod bench_tool;
 mod crash;
 mod delivery;
 mod durability;

@@ -299,12 +299,13 @@ fn tail(path: &Path) -> String {
     format!("log {}:\n{}", path.display(), lines[start..].join("\n"))
 }
 
-/// The default gateway binary: `hookrelay` beside the bench's own executable.
-pub fn sibling_binary() -> PathBuf {
+/// A binary beside the bench's own executable: `hookrelay` (the default gateway) or
+/// `hookrelay-floor`.
+pub fn sibling_binary(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("hookrelay")))
-        .unwrap_or_else(|| PathBuf::from("target/release/hookrelay"))
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .unwrap_or_else(|| PathBuf::from("target/release").join(name))
 }
 
 #[cfg(test)]

@@ -92,6 +92,12 @@ pub struct Args {
     #[arg(long, default_value_t = 2048)]
     pub max_in_flight: usize,
 
+    /// Full and open modes: instead of a hookrelay gateway, start `hookrelay-floor` (beside
+    /// this executable), a stand-in with hookrelay's own ingest parsing and delivery client
+    /// but no store, which delivers each event once: what the HTTP work alone costs.
+    #[arg(long, conflicts_with_all = ["target", "gateway_bin"])]
+    pub floor: bool,
+
     /// Full and open modes: the endpoints subscribe only to an event type the load never
     /// sends, so nothing is delivered: what the gateway does with durable ingest alone.
     #[arg(long)]
@@ -110,6 +116,17 @@ pub struct Args {
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+impl Args {
+    /// The binary started as the gateway: `--gateway-bin`, `hookrelay-floor` with
+    /// `--floor`, or `hookrelay`, both beside this executable.
+    pub fn gateway_binary(&self) -> PathBuf {
+        match &self.gateway_bin {
+            Some(binary) => binary.clone(),
+            None => gateway::sibling_binary(if self.floor { "hookrelay-floor" } else { "hookrelay" }),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -195,6 +212,9 @@ fn check_args(args: &Args) -> Result<(), String> {
     }
     if args.ingest_only && !matches!(args.mode, Mode::Full | Mode::Open) {
         return Err("--ingest-only goes with --mode full or open".into());
+    }
+    if args.floor && !matches!(args.mode, Mode::Full | Mode::Open) {
+        return Err("--floor goes with --mode full or open (the floor keeps no backlog)".into());
     }
     if args.mode == Mode::Backlog && args.deliveries < u64::from(args.endpoints_per_merchant) {
         return Err("--deliveries must be at least --endpoints-per-merchant".into());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::gateway::{metric_sum, sibling_binary, Gateway, SpawnOptions};
+use crate::gateway::{metric_sum, Gateway, SpawnOptions};
 use crate::load::{self, Destination, LoadOutcome, LoadPlan, Pace, Progress};
 use crate::procstat::{self, CpuSplit, IoCounters, MachineCpu};
 use crate::report::{BacklogSummary, DeliverySummary, GatewayInfo, Report, Resources};
@@ -74,7 +74,13 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         loadavg_at_end: String::new(),
         settings: settings_json(args),
         gateway: GatewayInfo {
-            kind: if args.target.is_some() { "target" } else { "spawned" },
+            kind: if args.target.is_some() {
+                "target"
+            } else if args.floor {
+                "floor (no store)"
+            } else {
+                "spawned"
+            },
             binary_or_url: String::new(),
             extra_env: Vec::new(),
             stopped: None,
@@ -95,12 +101,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         let (gateway, extra_env) = bench.start_gateway().await?;
         report.gateway.binary_or_url = match &args.target {
             Some(url) => url.clone(),
-            None => args
-                .gateway_bin
-                .clone()
-                .unwrap_or_else(sibling_binary)
-                .display()
-                .to_string(),
+            None => args.gateway_binary().display().to_string(),
         };
         report.gateway.extra_env = extra_env;
         bench.sampler.watch_gateway(
@@ -193,7 +194,7 @@ impl Bench {
         env.extend(args.gateway_env.iter().cloned());
         let described = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let options = SpawnOptions {
-            binary: args.gateway_bin.clone().unwrap_or_else(sibling_binary),
+            binary: args.gateway_binary(),
             env,
             keep_data: args.keep_data,
         };
