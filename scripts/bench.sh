@@ -6,6 +6,8 @@
 #   full             full run: limit phase, then 20,000 events, 20 merchants x 5 endpoints, 64 senders
 #   open RATE SECS   open loop at RATE events/s for SECS seconds
 #   backlog N        N deliveries queued while the endpoints are down, then drained
+#   floor            full run and open 2500/s 15 s against hookrelay-floor, the gateway's HTTP
+#                    work with no store (what the store costs = gateway - floor, same hour)
 #   all              full, open 1000/s 30 s, open 2500/s 15 s, backlog $BACKLOG (default 1000000),
 #                    then the plot docs/bench.png (needs python3 with matplotlib)
 # Environment: OUT=target/bench (JSON results and logs), BACKLOG=1000000, NO_BUILD=1 (skip the
@@ -67,6 +69,10 @@ case $what in
         shift
         run "backlog-$n" --mode backlog --deliveries "$n" "$@"
         ;;
+    floor)
+        run floor-full --floor "$@"
+        run floor-open-2500 --floor --mode open --rate 2500 --duration 15 "$@"
+        ;;
     all)
         run full "$@"
         run open-1000 --mode open --rate 1000 --duration 30 "$@"
@@ -76,7 +82,7 @@ case $what in
             "$OUT/open-2500.json" "$OUT/backlog-$BACKLOG.json"
         ;;
     *)
-        sed -n '2,14p' "$0"
+        sed -n '2,16p' "$0"
         exit 2
         ;;
 esac
