@@ -34,7 +34,7 @@ pub struct Report {
 
 #[derive(Debug, Serialize)]
 pub struct GatewayInfo {
-    /// `spawned` or `target`.
+    /// `spawned`, `target` or `floor (no store)`.
     pub kind: &'static str,
     pub binary_or_url: String,
     /// Settings the bench gave a spawned gateway beyond listen, data dir, token, log.
@@ -481,6 +481,12 @@ pub fn render_table(report: &Report) -> String {
         report.machine.cores,
         report.machine.cpu_model
     );
+    if report.gateway.kind.starts_with("floor") {
+        let _ = writeln!(
+            out,
+            "measured: hookrelay-floor, the gateway's HTTP work with NO store; the targets are the gateway's, shown for comparison"
+        );
+    }
     let line = |out: &mut String, cells: [&str; 4]| {
         let _ = writeln!(
             out,
