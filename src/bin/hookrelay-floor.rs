@@ -2,15 +2,16 @@
 //! store at all, to measure what that work alone costs on this machine
 //! (`hookrelay-bench --floor`, docs/benchmarks.md).
 //!
-//! The bench starts it with the settings it gives a gateway. It answers the few admin calls the bench makes, and on each ingest
-//! reads and parses the body with hookrelay's own ingest code, puts the event on an
-//! in-memory queue per matching endpoint and answers 202. One worker per endpoint, as in
-//! the gateway's dispatcher, keeps up to `HOOKRELAY_ENDPOINT_CONCURRENCY` attempts in
-//! flight (within `HOOKRELAY_DELIVERY_CONCURRENCY` in all) and makes each with
-//! hookrelay's own signing delivery client. Nothing is written anywhere, nothing is
-//! retried: a failed delivery is counted and logged, and the bench reports it missing. So the floor is a bound, not a product: whatever
-//! the gateway does beyond it (the store, its fsyncs, the claims and the records) is
-//! what the gateway costs over it.
+//! The bench starts it with the settings it gives a gateway. It answers the few admin
+//! calls the bench makes, and on each ingest reads and parses the body with hookrelay's
+//! own ingest code, puts the event on an in-memory queue per matching endpoint and
+//! answers 202. One worker per endpoint, as in the gateway's dispatcher, keeps up to
+//! `HOOKRELAY_ENDPOINT_CONCURRENCY` attempts in flight (within
+//! `HOOKRELAY_DELIVERY_CONCURRENCY` in all) and makes each with hookrelay's own signing
+//! delivery client. Nothing is written anywhere, nothing is retried: a failed delivery is
+//! counted and logged, and the bench reports it missing. So the floor is a bound, not a
+//! product: whatever the gateway does beyond it (the store, its fsyncs, the claims and
+//! the records) is what the gateway costs over it.
 
 use std::collections::{HashMap, VecDeque};
 use std::process::ExitCode;
@@ -26,7 +27,7 @@ use hookrelay::domain::{
     now_ms, AttemptOutcome, Endpoint, EndpointId, EndpointSecret, EndpointUrl, EventId, EventTypeFilter, MerchantId,
 };
 use hookrelay::error::ApiError;
-use hookrelay::ingest::{parse_event, read_body};
+use hookrelay::ingest::{parse_event, presented_token, read_body};
 use serde::Deserialize;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -250,10 +251,7 @@ async fn ingest(
         .get(path.as_str())
         .cloned()
         .ok_or_else(|| ApiError::not_found("merchant"))?;
-    let token = url::form_urlencoded::parse(request.query_string().as_bytes())
-        .find(|(name, _)| name == "token")
-        .map(|(_, value)| value.into_owned());
-    if token.as_deref() != Some(merchant.ingest_token.as_str()) {
+    if presented_token(&request).as_deref() != Some(merchant.ingest_token.as_str()) {
         return Err(ApiError::client(
             actix_web::http::StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -8,4 +8,4 @@ pub mod verify;
 
 pub use handler::ingest_event;
 pub use limits::IngestLimiter;
-pub use request::{parse_event, read_body, EventFields};
+pub use request::{parse_event, presented_token, read_body};

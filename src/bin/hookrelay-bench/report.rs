@@ -32,9 +32,12 @@ pub struct Report {
     pub timeline: Vec<Sample>,
 }
 
+/// `GatewayInfo::kind` of a run against `hookrelay-floor` (`--floor`).
+pub const FLOOR_KIND: &str = "floor (no store)";
+
 #[derive(Debug, Serialize)]
 pub struct GatewayInfo {
-    /// `spawned`, `target` or `floor (no store)`.
+    /// `spawned`, `target` or [`FLOOR_KIND`].
     pub kind: &'static str,
     pub binary_or_url: String,
     /// Settings the bench gave a spawned gateway beyond listen, data dir, token, log.
@@ -481,7 +484,7 @@ pub fn render_table(report: &Report) -> String {
         report.machine.cores,
         report.machine.cpu_model
     );
-    if report.gateway.kind.starts_with("floor") {
+    if report.gateway.kind == FLOOR_KIND {
         let _ = writeln!(
             out,
             "measured: hookrelay-floor, the gateway's HTTP work with NO store; the targets are the gateway's, shown for comparison"

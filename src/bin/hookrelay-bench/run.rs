@@ -77,7 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             kind: if args.target.is_some() {
                 "target"
             } else if args.floor {
-                "floor (no store)"
+                crate::report::FLOOR_KIND
             } else {
                 "spawned"
             },
