@@ -11,12 +11,17 @@
 //! crash the writes of one thread survive as a prefix, and the write made last stands
 //! for all before it: an event's record, an attempt's removal of its queue entry.
 //!
+//! First attempts are not queue entries: they wait in memory, and one `fresh` key per
+//! event brings them back after a restart (`sled/fresh.rs`). Retries, replays and
+//! recoveries are queue entries in the `queue` tree.
+//!
 //! Leases live in memory: sled admits one process, and a crash of that process ends
 //! all its leases at once, which is exactly what lease expiry would do.
 
 mod access;
 mod cache;
 mod durability;
+mod fresh;
 pub mod keys;
 pub mod records;
 mod scan_starts;
@@ -37,6 +42,7 @@ use sled::Transactional as _;
 
 use self::cache::SettingsCache;
 use self::durability::Durability;
+use self::fresh::Fresh;
 use self::records::{
     decode, decode_delivery, encode, encode_compact, encode_with_first_attempt, held_attempts, list_deliveries_from,
     page_of_attempts, read_delivery_from, read_delivery_in, spill_in, DeliveryRecord, FanOut,
@@ -55,10 +61,11 @@ const FORMAT_FILE: &str = "FORMAT";
 /// The layout this build writes. 2: events, deliveries and attempts in the compact
 /// layout, queue entries carrying the attempt count, one fan-out record per event.
 /// 3: a delivery that succeeded at its first attempt holds that attempt in its record.
-const FORMAT: &str = "hookrelay-sled 3";
+/// 4: first attempts are not queue entries but a `fresh` key per event (`fresh.rs`).
+const FORMAT: &str = "hookrelay-sled 4";
 /// Earlier layouts this build reads too; opening one marks it as `FORMAT` first, since
 /// an older build could not read what this one writes.
-const READABLE_FORMATS: &[&str] = &["hookrelay-sled 1", "hookrelay-sled 2"];
+const READABLE_FORMATS: &[&str] = &["hookrelay-sled 1", "hookrelay-sled 2", "hookrelay-sled 3"];
 /// Files hookrelay may create in a data directory before the store.
 const OWN_FILES: &[&str] = &[
     "admin_token",
@@ -83,6 +90,8 @@ struct Inner {
     dedupe: sled::Tree,
     deliveries: sled::Tree,
     queue: sled::Tree,
+    /// Events with first attempts not yet recorded (`fresh.rs`).
+    fresh_keys: sled::Tree,
     failed: sled::Tree,
     attempts: sled::Tree,
     durability: Durability,
@@ -96,9 +105,8 @@ struct Inner {
     /// store opened: one may belong to a delivery recorded as succeeded by a first
     /// attempt whose removal of the entry a crash undid (see `record_batch`).
     queued_at_open_until: UnixMillis,
-    /// Accepted events whose write is not yet fsync'd. Claims skip their queue
-    /// entries: an event must not be delivered before a crash could no longer undo it.
-    unsynced: Mutex<HashSet<EventId>>,
+    /// First attempts, queued in memory once their event is durable (`fresh.rs`).
+    fresh: Mutex<Fresh>,
     /// Pending deliveries; counted at open, then kept up to date by every transition.
     depth: AtomicI64,
     /// Serialises endpoint creation so the per-merchant limit cannot be overrun.
@@ -166,23 +174,28 @@ impl SledStore {
         let durability =
             Durability::start(db.clone(), &dir).map_err(|e| StoreError::backend("starting the commit thread", e))?;
         let queue = tree("queue")?;
-        let (depth, queued_at_open_until) = queue_at_open(&queue)?;
+        let (queued, queued_at_open_until) = queue_at_open(&queue)?;
+        let fresh_keys = tree("fresh")?;
+        let deliveries = tree("deliveries")?;
+        let endpoints = tree("endpoints")?;
+        let (fresh, untried) = fresh_at_open(&fresh_keys, &deliveries, &endpoints)?;
         let inner = Inner {
             merchants: tree("merchants")?,
-            endpoints: tree("endpoints")?,
+            endpoints,
             events: tree("events")?,
             payloads: tree("payloads")?,
             dedupe: tree("dedupe")?,
-            deliveries: tree("deliveries")?,
+            deliveries,
             queue,
+            fresh_keys,
             failed: tree("failed")?,
             attempts: tree("attempts")?,
             durability,
             leases: Mutex::new(HashMap::new()),
             scan_starts: Mutex::new(ScanStarts::default()),
             queued_at_open_until,
-            unsynced: Mutex::new(HashSet::new()),
-            depth: AtomicI64::new(depth),
+            fresh: Mutex::new(fresh),
+            depth: AtomicI64::new(queued + untried),
             endpoint_writes: Mutex::new(()),
             ingest_writes: Mutex::new(()),
             queue_writes: Mutex::new(()),
@@ -317,6 +330,52 @@ fn queue_at_open(queue: &sled::Tree) -> Result<(i64, UnixMillis), StoreError> {
         }
     }
     Ok((depth, untried_until))
+}
+
+/// The first attempts not yet recorded, as the `fresh` keys name them: each of the
+/// key's event's endpoints that still exists and has no delivery record of its own.
+/// Keys left with none are removed. Also returns how many there are.
+fn fresh_at_open(
+    fresh_keys: &sled::Tree,
+    deliveries: &sled::Tree,
+    endpoints: &sled::Tree,
+) -> Result<(Fresh, i64), StoreError> {
+    let mut fresh = Fresh::default();
+    let mut count = 0;
+    let read = sled_err("reading first attempts");
+    for key in fresh_keys.iter().keys() {
+        let key = key.map_err(&read)?;
+        let event = std::str::from_utf8(&key)
+            .map_err(|e| e.to_string())
+            .and_then(EventId::parse)
+            .map_err(|e| StoreError::backend("reading a fresh key", e))?;
+        let gone = || fresh_keys.remove(&key).map_err(sled_err("removing a fresh key"));
+        // Without its fan-out record the event was deleted.
+        let Some(raw) = deliveries.get(event.as_str()).map_err(&read)? else {
+            gone()?;
+            continue;
+        };
+        let fan_out: FanOut = decode(&raw)?;
+        let mut pending = Vec::new();
+        for endpoint in &fan_out.endpoints {
+            let exists = endpoints
+                .contains_key(keys::merchant_child(&fan_out.merchant_id, endpoint.as_str()))
+                .map_err(&read)?;
+            if exists
+                && !deliveries
+                    .contains_key(keys::delivery(&event, endpoint))
+                    .map_err(&read)?
+            {
+                pending.push(endpoint.clone());
+            }
+        }
+        if pending.is_empty() {
+            gone()?;
+            continue;
+        }
+        count += fresh.add(&event, &fan_out.merchant_id, fan_out.received_at, &pending) as i64;
+    }
+    Ok((fresh, count))
 }
 
 /// How many store threads: one per core, and one more so a thread waiting on the disk
@@ -556,10 +615,6 @@ struct EventRows {
     record: Vec<u8>,
     /// Its deliveries, pending until each has a record of its own; `None` without endpoints.
     fan_out: Option<Vec<u8>>,
-    /// One queue entry per delivery.
-    queue_keys: Vec<Vec<u8>>,
-    /// The value of each of its queue entries.
-    queue_entry: Vec<u8>,
 }
 
 impl EventRows {
@@ -579,11 +634,6 @@ impl EventRows {
                 .map(|key| keys::merchant_child(&event.merchant_id, key.as_str())),
             record: encode_compact(event),
             fan_out,
-            queue_keys: endpoints
-                .iter()
-                .map(|endpoint| keys::queue(endpoint, event.received_at, &event.id))
-                .collect(),
-            queue_entry: keys::queue_entry(&event.merchant_id, 0, event.received_at),
         }
     }
 }
@@ -701,10 +751,6 @@ impl Inner {
                         };
                         event = &resumed;
                         *rows = EventRows::new(event, &acceptance.endpoints);
-                        self.unsynced
-                            .lock()
-                            .expect("unsynced set poisoned")
-                            .insert(event.id.clone());
                     }
                 }
             }
@@ -716,19 +762,18 @@ impl Inner {
                 self.deliveries
                     .insert(event.id.as_str().as_bytes(), fan_out.as_slice())
                     .map_err(&stored)?;
-            }
-            for queue_key in &rows.queue_keys {
-                self.queue
-                    .insert(queue_key.as_slice(), rows.queue_entry.as_slice())
+                // One key for all its first attempts, which wait in memory once the
+                // batch is durable (`fresh.rs`), not one queue entry each.
+                self.fresh_keys
+                    .insert(event.id.as_str().as_bytes(), &[])
                     .map_err(&stored)?;
             }
-            self.queued(&rows.queue_keys);
             self.events
                 .insert(rows.event_key.as_slice(), rows.record.as_slice())
                 .map_err(&stored)?;
             outcomes.push(Ok(AcceptOutcome::Accepted {
                 event_id: event.id.clone(),
-                deliveries: rows.queue_keys.len(),
+                deliveries: acceptance.endpoints.len(),
             }));
         }
         Ok(outcomes)
@@ -780,11 +825,8 @@ impl Inner {
             ..
         } = request;
         let mut leases = self.leases.lock().expect("lease table poisoned");
-        let unsynced = self.unsynced.lock().expect("unsynced set poisoned");
         let mut claimed = Claimed::default();
-        let claimable = |key: &[u8], event: &EventId| {
-            leases.get(key).is_none_or(|until| *until <= now) && !unsynced.contains(event)
-        };
+        let claimable = |key: &[u8]| leases.get(key).is_none_or(|until| *until <= now);
         let mut due_keys = Vec::new();
         // Whether an entry not yet due was seen while slots were left: only then can
         // one scheduled beyond the horizon be waiting at the far end. (With every slot
@@ -811,16 +853,12 @@ impl Inner {
                     break;
                 }
             };
-            let Some((due, event)) = keys::parse_queue(&key) else {
+            let Some((due, _)) = keys::parse_queue(&key) else {
                 scan.passed(&key, None);
                 continue;
             };
             if let Some(&until) = leases.get(&*key).filter(|until| **until > now) {
                 scan.passed(&key, Some(until));
-                continue;
-            }
-            if unsynced.contains(&event) {
-                scan.open_at(&key);
                 continue;
             }
             if due > now || due_keys.len() >= limit {
@@ -844,13 +882,13 @@ impl Inner {
         let far_end = future_seen.then(|| self.queue.scan_prefix(endpoint.as_str()).rev());
         for entry in far_end.into_iter().flatten() {
             let (key, value) = entry.map_err(sled_err("scanning the queue"))?;
-            let Some((due, event)) = keys::parse_queue(&key) else {
+            let Some((due, _)) = keys::parse_queue(&key) else {
                 continue;
             };
             if due <= horizon {
                 break;
             }
-            if !claimable(&key, &event) {
+            if !claimable(&key) {
                 continue;
             }
             if due_keys.len() >= limit {
@@ -901,7 +939,59 @@ impl Inner {
                 payload: Bytes::from_owner(payload),
             });
         }
+        drop(leases);
+        self.claim_first_attempts(request, &mut claimed)?;
         Ok(claimed)
+    }
+
+    /// Fills the slots a claim has left with first attempts (`fresh.rs`), after the
+    /// retries due: those have waited longer.
+    fn claim_first_attempts(&self, request: &ClaimRequest, claimed: &mut Claimed) -> Result<(), StoreError> {
+        let endpoint = &request.endpoint;
+        let free = request.limit.saturating_sub(claimed.claims.len());
+        let (firsts, waiting) = {
+            let mut fresh = self.fresh.lock().expect("fresh lanes poisoned");
+            let firsts = if free > 0 {
+                fresh.claim(endpoint, request.now, request.lease_until, request.horizon, free)
+            } else {
+                Vec::new()
+            };
+            (firsts, fresh.next_due(endpoint))
+        };
+        if let Some(due) = waiting {
+            claimed.next_due = Some(claimed.next_due.map_or(due, |next| next.min(due)));
+        }
+        for first in firsts {
+            let payload = self
+                .payloads
+                .get(first.event.as_str())
+                .map_err(sled_err("reading a payload"))?;
+            let Some(payload) = payload else {
+                // The event was deleted under it.
+                let last = self
+                    .fresh
+                    .lock()
+                    .expect("fresh lanes poisoned")
+                    .finish(endpoint, &first.event);
+                if last == Some(true) {
+                    self.fresh_keys
+                        .remove(first.event.as_str())
+                        .map_err(sled_err("removing a fresh key"))?;
+                }
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            };
+            claimed.claims.push(Claim {
+                event_id: first.event,
+                endpoint_id: endpoint.clone(),
+                merchant_id: first.merchant,
+                due: first.received_at,
+                attempt: 1,
+                received_at: first.received_at,
+                payload: Bytes::from_owner(payload),
+            });
+        }
+        Ok(())
     }
 
     /// Runs on a store thread: records every queued attempt.
@@ -956,6 +1046,15 @@ impl Inner {
             .iter()
             .map(|c| keys::queue(&c.claim.endpoint_id, c.claim.due, &c.claim.event_id))
             .collect();
+        // First attempts claimed from memory (`fresh.rs`) have no queue entry: `Some(last)`
+        // for each, `last` when its event has no other first attempt left.
+        let firsts: Vec<Option<bool>> = {
+            let mut fresh = self.fresh.lock().expect("fresh lanes poisoned");
+            batch
+                .iter()
+                .map(|c| (c.claim.attempt == 1).then(|| fresh.finish(&c.claim.endpoint_id, &c.claim.event_id))?)
+                .collect()
+        };
         // Two attempts of one entry (claimed again after the first one's lease ran out)
         // may end in one batch: the first of them owns it.
         let owned: Vec<bool> = {
@@ -963,12 +1062,15 @@ impl Inner {
             let mut taken = HashSet::new();
             queue_keys
                 .iter()
-                .map(|key| leases.contains_key(key) && taken.insert(key))
+                .zip(&firsts)
+                .map(|(key, first)| first.is_some() || (leases.contains_key(key) && taken.insert(key)))
                 .collect()
         };
         let written = sled_err("recording an attempt");
         let mut recorded = Vec::with_capacity(batch.len());
-        for (((completion, &seq), queue_key), owned) in batch.iter().zip(&seqs).zip(&queue_keys).zip(owned) {
+        for ((((completion, &seq), queue_key), owned), first) in
+            batch.iter().zip(&seqs).zip(&queue_keys).zip(owned).zip(firsts)
+        {
             let (claim, attempt) = (&completion.claim, &completion.attempt);
             let attempt_key = keys::attempt(&claim.event_id, seq);
             let attempt_record = || encode_compact(attempt);
@@ -982,7 +1084,7 @@ impl Inner {
                 continue;
             }
             let delivery_key = keys::delivery(&claim.event_id, &claim.endpoint_id);
-            if claim.attempt == 1 && claim.due <= self.queued_at_open_until {
+            if first.is_none() && claim.attempt == 1 && claim.due <= self.queued_at_open_until {
                 // Only a first attempt can find a record holding an attempt: one recorded as
                 // succeeded whose queue entry a crash kept, so it was claimed again. Such an
                 // entry was in the queue when the store opened.
@@ -1039,8 +1141,17 @@ impl Inner {
                 }
             };
             self.deliveries.insert(delivery_key, record).map_err(&written)?;
-            if requeued.as_ref() != Some(queue_key) {
-                self.queue.remove(queue_key).map_err(&written)?;
+            match first {
+                // The record written last stands for the first attempt: once every
+                // endpoint's is written, the event's fresh key goes.
+                Some(true) => {
+                    self.fresh_keys.remove(claim.event_id.as_str()).map_err(&written)?;
+                }
+                Some(false) => {}
+                None if requeued.as_ref() != Some(queue_key) => {
+                    self.queue.remove(queue_key).map_err(&written)?;
+                }
+                None => {}
             }
         }
         // Still under `queue_writes`, so a second attempt of the same entry (claimed again
@@ -1092,7 +1203,27 @@ impl Inner {
         // halfway: the endpoint is gone.
         self.end_leases(|key| key.starts_with(prefix));
         self.scan_starts.lock().expect("scan starts poisoned").forget(prefix);
+        let (dropped, emptied) = self.fresh.lock().expect("fresh lanes poisoned").retire(endpoint);
+        self.depth.fetch_sub(dropped.len() as i64, Ordering::Relaxed);
         retired?;
+        // Its first attempts not yet recorded fail as its queued deliveries do; an attempt
+        // under way changes nothing.
+        for event in &dropped {
+            if let Some(mut delivery) = read_delivery_from(&self.deliveries, event, endpoint)? {
+                delivery.status = DeliveryStatus::Failed;
+                delivery.next_attempt_at = None;
+                delivery.last_error = Some("endpoint deleted".to_owned());
+                delivery.updated_at = now;
+                self.deliveries
+                    .insert(keys::delivery(event, endpoint), encode_compact(&delivery))
+                    .map_err(sled_err("failing the deliveries of a deleted endpoint"))?;
+            }
+        }
+        for event in emptied {
+            self.fresh_keys
+                .remove(event.as_str())
+                .map_err(sled_err("removing a fresh key"))?;
+        }
         for entry in self.failed.scan_prefix(prefix).keys() {
             let key = entry.map_err(sled_err("scanning failed deliveries"))?;
             self.failed
@@ -1143,6 +1274,9 @@ impl Inner {
             }
         }
         self.payloads.remove(prefix).map_err(sled_err("deleting a payload"))?;
+        self.fresh_keys
+            .remove(prefix)
+            .map_err(sled_err("deleting a fresh key"))?;
         Ok(())
     }
 }
@@ -1374,22 +1508,22 @@ impl Store for SledStore {
     }
 
     async fn accept_event(&self, event: &Event, endpoints: &[EndpointId]) -> Result<AcceptOutcome, StoreError> {
-        let mut unsynced = vec![event.id.clone()];
-        self.inner
-            .unsynced
-            .lock()
-            .expect("unsynced set poisoned")
-            .insert(event.id.clone());
-        let result = self.accept_event_durably(event, endpoints).await;
-        // An event cut short by a crash is written again under its first id.
-        if let Ok(AcceptOutcome::Accepted { event_id, .. }) = &result {
-            unsynced.push(event_id.clone());
+        let outcome = self.accept_event_durably(event, endpoints).await?;
+        // Durable now: its first attempts may be claimed. (An event cut short by a crash
+        // is written again under its first id.)
+        if let AcceptOutcome::Accepted { event_id, deliveries } = &outcome {
+            let queued = self.inner.fresh.lock().expect("fresh lanes poisoned").add(
+                event_id,
+                &event.merchant_id,
+                event.received_at,
+                endpoints,
+            );
+            // Endpoints deleted since the event was written get none.
+            self.inner
+                .depth
+                .fetch_sub((deliveries - queued) as i64, Ordering::Relaxed);
         }
-        let mut set = self.inner.unsynced.lock().expect("unsynced set poisoned");
-        for id in &unsynced {
-            set.remove(id);
-        }
-        result
+        Ok(outcome)
     }
 
     async fn list_events(
@@ -1508,6 +1642,19 @@ impl Store for SledStore {
                 .map_err(tx_err::<StoreError>("replaying an event"))?;
             // Attempts under way of the replayed deliveries change nothing (see `record_batch`).
             let (grew, replaced, queued) = grew;
+            // First attempts not yet recorded are queue entries now (and still counted).
+            let mut emptied = false;
+            {
+                let mut fresh = s.fresh.lock().expect("fresh lanes poisoned");
+                for endpoint in &endpoints {
+                    emptied |= fresh.drop_delivery(endpoint, &event.id) == Some(true);
+                }
+            }
+            if emptied {
+                s.fresh_keys
+                    .remove(event.id.as_str())
+                    .map_err(sled_err("removing a fresh key"))?;
+            }
             s.queued(&queued);
             s.end_leases(|key| replaced.iter().any(|gone| gone.as_slice() == key));
             s.depth.fetch_add(grew as i64, Ordering::Relaxed);

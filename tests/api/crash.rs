@@ -10,7 +10,7 @@ use rand::Rng as _;
 use serde_json::json;
 
 use crate::gateway::{Gateway, GatewayProcess};
-use crate::helpers::{Received, Receiver};
+use crate::helpers::{Received, Receiver, Reply};
 
 const SENDERS: usize = 4;
 const KILLS: usize = 3;
@@ -287,4 +287,75 @@ async fn an_event_cut_short_by_a_crash_is_written_again_under_its_first_id_when_
     assert_eq!(duplicate["status"], "duplicate");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received().len(), 1, "delivered once");
+}
+
+/// First attempts wait in memory, under one `fresh` key per event in the store
+/// (`src/store/sled/fresh.rs`), not as queue entries. After a SIGKILL the gateway makes
+/// each acknowledged event's first attempt for every endpoint that has no record of it
+/// (waiting, or under way at the kill), and does not repeat one that was recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_attempts_not_recorded_at_a_sigkill_are_made_after_it_and_recorded_ones_are_not_repeated() {
+    const EVENTS: usize = 50;
+    let fast = Receiver::start().await;
+    // Holds every request: 16 attempts under way, the other first attempts waiting.
+    let stuck = Receiver::answering(|_| Reply::after(Duration::from_secs(600), 200)).await;
+    let gateway = Gateway::new();
+    let process = gateway.start().await;
+    let merchant = process.create_merchant("m1").await;
+    process.create_endpoint("m1", &fast.url("/fast"), &[]).await;
+    process.create_endpoint("m1", &stuck.url("/stuck"), &[]).await;
+    let ingest_url = merchant["ingest_url"].as_str().unwrap().to_owned();
+    let mut acked = BTreeMap::new();
+    for n in 0..EVENTS {
+        let id = format!("first-{n}");
+        let (status, answer) = process
+            .ingest(&ingest_url, &json!({ "id": id, "type": "order.paid" }))
+            .await
+            .unwrap();
+        assert_eq!(status, 202, "{answer}");
+        acked.insert(id, answer["event_id"].as_str().unwrap().to_owned());
+    }
+    fast.wait_for(EVENTS, Duration::from_secs(10)).await;
+    // Attempt outcomes reach sled's log within its flush interval (500 ms), not at once.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let held_at_kill = stuck.received().len();
+    assert!(
+        (1..EVENTS).contains(&held_at_kill),
+        "{held_at_kill} attempts under way at the kill; some must still be waiting"
+    );
+    process.sigkill();
+    let mut killed = process;
+    killed.expect_exit(Duration::from_secs(10)).await;
+
+    stuck.answer_with(|_| Reply::status(200));
+    let mut process = gateway.start().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let after: BTreeSet<String> = stuck.received()[held_at_kill..].iter().map(body_id).collect();
+        if after.len() == EVENTS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the restart the held endpoint got {} of {EVENTS} events",
+            after.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for request in &stuck.received()[held_at_kill..] {
+        assert_eq!(
+            request.header("webhook-id"),
+            acked[&body_id(request)],
+            "the acknowledged id"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fast.received().len(), EVENTS, "recorded deliveries are not repeated");
+    assert_eq!(
+        process.metric("hookrelay_queue_depth").await,
+        0.0,
+        "nothing left pending after the restart"
+    );
+    process.terminate();
+    process.expect_exit(Duration::from_secs(10)).await;
 }

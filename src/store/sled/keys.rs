@@ -12,6 +12,7 @@
 //! | `deliveries` | event                                 | FanOut: the event's endpoints (`records.rs`) |
 //! | `deliveries` | event endpoint                        | Delivery, once it changed from pending and untried; holds its first attempt when that succeeded (`records.rs`) |
 //! | `queue`      | endpoint due(u64 BE ms) event         | [`QueueEntry`]   |
+//! | `fresh`      | event                                 | empty: its first attempts are not all recorded (`fresh.rs`) |
 //! | `failed`     | endpoint event                        | empty            |
 //! | `attempts`   | event seq(u64 BE)                     | Attempt, unless its delivery's record holds it |
 //! | `admin_tokens` | token name                          | AdminToken (JSON: name, scope, SHA-256 hex, created_at) |

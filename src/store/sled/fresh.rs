@@ -1,0 +1,273 @@
+//! First attempts, queued in memory instead of in the `queue` tree.
+//!
+//! An accepted event writes one key to the `fresh` tree (its id) instead of one queue
+//! entry per endpoint. Once the event is durable, each of its endpoints' first
+//! attempts waits here, in that endpoint's [`Lane`]. The `fresh` key goes when every
+//! one of those deliveries has a record of its own, or was dropped (endpoint deleted,
+//! event replayed). A first attempt that needs a retry enters the `queue` tree beside
+//! its record, as every later attempt does.
+//!
+//! When the store opens, each `fresh` key's endpoints that have no delivery record of
+//! their own are queued here again (see `SledStore::open`): an event acknowledged
+//! before a crash is delivered after it.
+//!
+//! This saves a queue entry's insert and its removal per delivery, and the claims'
+//! scans of the queue tree for first attempts.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::domain::{EndpointId, EventId, MerchantId, UnixMillis};
+
+/// The first attempts of every endpoint, and how many each event still has.
+#[derive(Default)]
+pub(super) struct Fresh {
+    lanes: HashMap<EndpointId, Lane>,
+    /// Per event, its first attempts not yet recorded (waiting or claimed).
+    left: HashMap<EventId, usize>,
+    /// Endpoints deleted since the store opened: an event stored while one was being
+    /// deleted must not queue for it afterwards.
+    retired: HashSet<EndpointId>,
+}
+
+/// One endpoint's first attempts.
+struct Lane {
+    merchant: MerchantId,
+    /// Oldest first: event and when it was received (its due time).
+    waiting: VecDeque<(EventId, UnixMillis)>,
+    /// Claimed ones: event → (received at, lease until).
+    claimed: HashMap<EventId, (UnixMillis, UnixMillis)>,
+}
+
+/// A first attempt handed to a worker.
+pub(super) struct FreshClaim {
+    pub event: EventId,
+    pub merchant: MerchantId,
+    pub received_at: UnixMillis,
+}
+
+impl Fresh {
+    /// Queues an event's first attempts, one per endpoint; returns how many were
+    /// queued (endpoints deleted meanwhile get none).
+    pub fn add(
+        &mut self,
+        event: &EventId,
+        merchant: &MerchantId,
+        received_at: UnixMillis,
+        endpoints: &[EndpointId],
+    ) -> usize {
+        let mut queued = 0;
+        for endpoint in endpoints.iter().filter(|e| !self.retired.contains(*e)) {
+            let lane = self.lanes.entry(endpoint.clone()).or_insert_with(|| Lane {
+                merchant: merchant.clone(),
+                waiting: VecDeque::new(),
+                claimed: HashMap::new(),
+            });
+            lane.waiting.push_back((event.clone(), received_at));
+            queued += 1;
+        }
+        if queued > 0 {
+            *self.left.entry(event.clone()).or_default() += queued;
+        }
+        queued
+    }
+
+    /// Claims up to `limit` of an endpoint's first attempts: those whose lease ran out
+    /// first (their attempt outlived it), then the oldest waiting, in the order their
+    /// events were stored, while due: received by `now`, or after `horizon` (received
+    /// while the clock was that far ahead).
+    pub fn claim(
+        &mut self,
+        endpoint: &EndpointId,
+        now: UnixMillis,
+        lease_until: UnixMillis,
+        horizon: UnixMillis,
+        limit: usize,
+    ) -> Vec<FreshClaim> {
+        let Some(lane) = self.lanes.get_mut(endpoint) else {
+            return Vec::new();
+        };
+        let mut claims = Vec::new();
+        for (event, (received_at, until)) in &mut lane.claimed {
+            if claims.len() >= limit {
+                break;
+            }
+            if *until <= now {
+                *until = lease_until;
+                claims.push(FreshClaim {
+                    event: event.clone(),
+                    merchant: lane.merchant.clone(),
+                    received_at: *received_at,
+                });
+            }
+        }
+        while claims.len() < limit {
+            match lane.waiting.front() {
+                Some(&(_, received_at)) if received_at <= now || received_at > horizon => {}
+                _ => break,
+            }
+            let (event, received_at) = lane.waiting.pop_front().expect("just looked at it");
+            lane.claimed.insert(event.clone(), (received_at, lease_until));
+            claims.push(FreshClaim {
+                event,
+                merchant: lane.merchant.clone(),
+                received_at,
+            });
+        }
+        claims
+    }
+
+    /// When the oldest first attempt still waiting for the endpoint was due.
+    pub fn next_due(&self, endpoint: &EndpointId) -> Option<UnixMillis> {
+        self.lanes.get(endpoint)?.waiting.front().map(|(_, due)| *due)
+    }
+
+    /// An attempt ended. `Some(last)` if it was a claimed first attempt, now done,
+    /// with `last` telling whether its event has none left; `None` if it was not one
+    /// (or another attempt of it ended first).
+    pub fn finish(&mut self, endpoint: &EndpointId, event: &EventId) -> Option<bool> {
+        self.lanes.get_mut(endpoint)?.claimed.remove(event)?;
+        Some(self.done(event))
+    }
+
+    /// Drops a first attempt, waiting or claimed (its event was replayed or deleted):
+    /// `Some(last)` as for [`Fresh::finish`] if there was one. An attempt of it under
+    /// way changes nothing when it ends.
+    pub fn drop_delivery(&mut self, endpoint: &EndpointId, event: &EventId) -> Option<bool> {
+        let lane = self.lanes.get_mut(endpoint)?;
+        if lane.claimed.remove(event).is_none() {
+            let at = lane.waiting.iter().position(|(e, _)| e == event)?;
+            lane.waiting.remove(at);
+        }
+        Some(self.done(event))
+    }
+
+    /// Drops every first attempt of a deleted endpoint and refuses new ones. Returns
+    /// the events of those dropped, and those of them left with no first attempt.
+    pub fn retire(&mut self, endpoint: &EndpointId) -> (Vec<EventId>, Vec<EventId>) {
+        self.retired.insert(endpoint.clone());
+        let Some(lane) = self.lanes.remove(endpoint) else {
+            return (Vec::new(), Vec::new());
+        };
+        let dropped: Vec<EventId> = lane
+            .waiting
+            .into_iter()
+            .map(|(event, _)| event)
+            .chain(lane.claimed.into_keys())
+            .collect();
+        let emptied = dropped.iter().filter(|event| self.done(event)).cloned().collect();
+        (dropped, emptied)
+    }
+
+    /// One of the event's first attempts is done; returns whether it was the last.
+    fn done(&mut self, event: &EventId) -> bool {
+        match self.left.get_mut(event) {
+            Some(left) if *left > 1 => {
+                *left -= 1;
+                false
+            }
+            _ => {
+                self.left.remove(event);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HORIZON: UnixMillis = 1_000_000;
+
+    fn ids() -> (MerchantId, Vec<EndpointId>, Vec<EventId>) {
+        let merchant = MerchantId::parse("m1").unwrap();
+        let endpoints = (0..2).map(|_| EndpointId::generate()).collect();
+        let events = (0..3).map(|_| EventId::generate()).collect();
+        (merchant, endpoints, events)
+    }
+
+    #[test]
+    fn an_event_is_done_when_each_endpoint_finished() {
+        let (merchant, ep, ev) = ids();
+        let mut fresh = Fresh::default();
+        assert_eq!(fresh.add(&ev[0], &merchant, 10, &ep), 2);
+        assert_eq!(fresh.next_due(&ep[0]), Some(10));
+        let claimed = fresh.claim(&ep[0], 20, 100, HORIZON, 16);
+        assert_eq!(claimed.len(), 1);
+        assert_eq!((claimed[0].received_at, &claimed[0].event), (10, &ev[0]));
+        assert_eq!(fresh.next_due(&ep[0]), None);
+        assert_eq!(fresh.finish(&ep[0], &ev[0]), Some(false));
+        // A second attempt of the same delivery finds nothing to finish.
+        assert_eq!(fresh.finish(&ep[0], &ev[0]), None);
+        fresh.claim(&ep[1], 20, 100, HORIZON, 16);
+        assert_eq!(fresh.finish(&ep[1], &ev[0]), Some(true));
+    }
+
+    #[test]
+    fn claims_respect_the_limit_and_take_back_expired_leases_first() {
+        let (merchant, ep, ev) = ids();
+        let a = &ep[0];
+        let mut fresh = Fresh::default();
+        for (n, event) in (1..).zip(&ev) {
+            fresh.add(event, &merchant, n, std::slice::from_ref(a));
+        }
+        let first = fresh.claim(a, 3, 50, HORIZON, 2);
+        assert_eq!(first.iter().map(|c| c.received_at).collect::<Vec<_>>(), vec![1, 2]);
+        // Leases still held: only the third is left.
+        assert_eq!(fresh.claim(a, 10, 60, HORIZON, 5).len(), 1);
+        // Once the first two leases ran out they are claimed again, and nothing else.
+        let mut again: Vec<_> = fresh
+            .claim(a, 55, 200, HORIZON, 5)
+            .iter()
+            .map(|c| c.received_at)
+            .collect();
+        again.sort_unstable();
+        assert_eq!(again, vec![1, 2]);
+    }
+
+    #[test]
+    fn only_due_attempts_are_claimed() {
+        let (merchant, ep, ev) = ids();
+        let a = &ep[0];
+        let mut fresh = Fresh::default();
+        // Stored while the clock was far ahead, then at its right time.
+        fresh.add(&ev[0], &merchant, HORIZON + 1, std::slice::from_ref(a));
+        fresh.add(&ev[1], &merchant, 500, std::slice::from_ref(a));
+        let claimed = fresh.claim(a, 100, 10_000, HORIZON, 16);
+        assert_eq!(claimed.iter().map(|c| &c.event).collect::<Vec<_>>(), [&ev[0]]);
+        assert_eq!(fresh.next_due(a), Some(500));
+        assert_eq!(fresh.claim(a, 500, 600, HORIZON, 16).len(), 1);
+    }
+
+    #[test]
+    fn a_retired_endpoint_drops_its_attempts_and_takes_no_new_ones() {
+        let (merchant, ep, ev) = ids();
+        let mut fresh = Fresh::default();
+        fresh.add(&ev[0], &merchant, 1, &ep);
+        fresh.add(&ev[1], &merchant, 2, &ep[..1]);
+        fresh.claim(&ep[0], 5, 50, HORIZON, 1);
+        let (mut dropped, emptied) = fresh.retire(&ep[0]);
+        dropped.sort();
+        let mut both = vec![ev[0].clone(), ev[1].clone()];
+        both.sort();
+        assert_eq!(dropped, both);
+        assert_eq!(emptied, vec![ev[1].clone()]);
+        assert_eq!(fresh.add(&ev[2], &merchant, 3, &ep), 1);
+        assert_eq!(fresh.claim(&ep[0], 5, 50, HORIZON, 16).len(), 0);
+        assert_eq!(fresh.claim(&ep[1], 5, 50, HORIZON, 16).len(), 2);
+    }
+
+    #[test]
+    fn a_dropped_delivery_is_found_waiting_or_claimed() {
+        let (merchant, ep, ev) = ids();
+        let a = &ep[0];
+        let mut fresh = Fresh::default();
+        fresh.add(&ev[0], &merchant, 1, std::slice::from_ref(a));
+        fresh.add(&ev[1], &merchant, 2, std::slice::from_ref(a));
+        fresh.claim(a, 5, 50, HORIZON, 1);
+        assert_eq!(fresh.drop_delivery(a, &ev[1]), Some(true));
+        assert_eq!(fresh.drop_delivery(a, &ev[0]), Some(true));
+        assert_eq!(fresh.drop_delivery(a, &ev[0]), None);
+        assert_eq!(fresh.finish(a, &ev[0]), None);
+    }
+}
