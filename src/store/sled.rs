@@ -824,6 +824,13 @@ impl Inner {
             horizon,
             ..
         } = request;
+        // First attempts due before a queue entry go before it (`claim_first_attempts`).
+        let firsts_due = self
+            .fresh
+            .lock()
+            .expect("fresh lanes poisoned")
+            .peek_due(endpoint, now, horizon, limit);
+        let firsts_before = |due: UnixMillis| firsts_due.partition_point(|first| *first < due);
         let mut leases = self.leases.lock().expect("lease table poisoned");
         let mut claimed = Claimed::default();
         let claimable = |key: &[u8]| leases.get(key).is_none_or(|until| *until <= now);
@@ -861,7 +868,7 @@ impl Inner {
                 scan.passed(&key, Some(until));
                 continue;
             }
-            if due > now || due_keys.len() >= limit {
+            if due > now || due_keys.len() + firsts_before(due) >= limit {
                 claimed.next_due = Some(due);
                 future_seen = due_keys.len() < limit;
                 scan.open_at(&key);

@@ -904,6 +904,37 @@ async fn state_survives_reopening(dir: &std::path::Path) {
     assert_eq!(claims[0].event_id, ev_id);
 }
 
+/// Claims take what is due oldest first, whether a retry or a first attempt: a retry
+/// due later does not jump ahead of events waiting for their first attempt (in a long
+/// outage that would spend the retry budget of a few deliveries while others wait).
+async fn retries_and_first_attempts_are_claimed_oldest_due_first(store: &dyn Store) {
+    let (m, e) = seeded(store).await;
+    let endpoint = std::slice::from_ref(&e.id);
+    let early = event(&m, None, 1_000);
+    store.accept_event(&early, endpoint).await.unwrap();
+    let first = claim_one(store, &e.id, 1_000).await;
+    store
+        .complete_attempt(
+            &first,
+            &attempt(&first, AttemptOutcome::HttpError),
+            Disposition::RetryAt(1_500),
+        )
+        .await
+        .unwrap();
+    let (before, after) = (event(&m, None, 1_200), event(&m, None, 1_700));
+    store.accept_event(&before, endpoint).await.unwrap();
+    store.accept_event(&after, endpoint).await.unwrap();
+    let order: Vec<(EventId, i64)> = [
+        claim_one(store, &e.id, 2_000).await,
+        claim_one(store, &e.id, 2_000).await,
+        claim_one(store, &e.id, 2_000).await,
+    ]
+    .into_iter()
+    .map(|c| (c.event_id, c.due))
+    .collect();
+    assert_eq!(order, [(before.id, 1_200), (early.id, 1_500), (after.id, 1_700)]);
+}
+
 macro_rules! contract {
     ($($check:ident),* $(,)?) => {
         mod sled_backend {
@@ -930,6 +961,7 @@ contract!(
     a_failed_attempt_is_rescheduled_then_succeeds,
     failed_deliveries_are_replayed_and_recovered,
     a_delivery_queued_ahead_of_one_in_flight_is_claimed,
+    retries_and_first_attempts_are_claimed_oldest_due_first,
     an_attempt_that_outlived_a_replay_does_not_undo_it,
     a_delivery_claimed_again_after_its_lease_ran_out_moves_on_once,
     an_untried_delivery_reads_as_pending_and_a_replay_moves_it,

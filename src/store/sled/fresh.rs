@@ -116,6 +116,34 @@ impl Fresh {
         claims
     }
 
+    /// The due times, sorted, of the first attempts a claim of up to `limit` would take
+    /// now (see [`Fresh::claim`]): what a claim weighs against the queue's entries, so
+    /// that the oldest due go first whichever kind they are.
+    pub fn peek_due(
+        &self,
+        endpoint: &EndpointId,
+        now: UnixMillis,
+        horizon: UnixMillis,
+        limit: usize,
+    ) -> Vec<UnixMillis> {
+        let Some(lane) = self.lanes.get(endpoint) else {
+            return Vec::new();
+        };
+        let expired = lane
+            .claimed
+            .values()
+            .filter(|(_, until)| *until <= now)
+            .map(|(due, _)| *due);
+        let waiting = lane
+            .waiting
+            .iter()
+            .map(|(_, due)| *due)
+            .take_while(|due| *due <= now || *due > horizon);
+        let mut due: Vec<UnixMillis> = expired.chain(waiting).take(limit).collect();
+        due.sort_unstable();
+        due
+    }
+
     /// When the oldest first attempt still waiting for the endpoint was due.
     pub fn next_due(&self, endpoint: &EndpointId) -> Option<UnixMillis> {
         self.lanes.get(endpoint)?.waiting.front().map(|(_, due)| *due)
