@@ -12,3 +12,5 @@ pub use repo::{AcceptOutcome, Claim, Claimed, Disposition, Page, PageRequest, St
 pub use sled::keys as sled_keys;
 pub use sled::records as sled_records;
 pub use sled::SledStore;
+/// First attempts one endpoint holds in memory before new events queue on disk.
+pub use sled::LANE_LIMIT as SLED_LANE_LIMIT;

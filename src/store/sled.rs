@@ -12,8 +12,9 @@
 //! for all before it: an event's record, an attempt's removal of its queue entry.
 //!
 //! First attempts are not queue entries: they wait in memory, and one `fresh` key per
-//! event brings them back after a restart (`sled/fresh.rs`). Retries, replays and
-//! recoveries are queue entries in the `queue` tree.
+//! event brings them back after a restart (`sled/fresh.rs`). Retries, replays,
+//! recoveries, and the first attempts of an event that found a lane full, are entries
+//! of the `queue` tree.
 //!
 //! Leases live in memory: sled admits one process, and a crash of that process ends
 //! all its leases at once, which is exactly what lease expiry would do.
@@ -43,6 +44,7 @@ use sled::Transactional as _;
 use self::cache::SettingsCache;
 use self::durability::Durability;
 use self::fresh::Fresh;
+pub use self::fresh::LANE_LIMIT;
 use self::records::{
     decode, decode_delivery, encode, encode_compact, encode_with_first_attempt, held_attempts, list_deliveries_from,
     page_of_attempts, read_delivery_from, read_delivery_in, spill_in, DeliveryRecord, FanOut,
@@ -107,6 +109,10 @@ struct Inner {
     queued_at_open_until: UnixMillis,
     /// First attempts, queued in memory once their event is durable (`fresh.rs`).
     fresh: Mutex<Fresh>,
+    /// Events queued in the queue tree (a lane was full) whose write is not yet
+    /// fsync'd. Claims skip their entries: an event must not be delivered before a
+    /// crash could no longer undo it.
+    unsynced: Mutex<HashSet<EventId>>,
     /// Pending deliveries; counted at open, then kept up to date by every transition.
     depth: AtomicI64,
     /// Serialises endpoint creation so the per-merchant limit cannot be overrun.
@@ -195,6 +201,7 @@ impl SledStore {
             scan_starts: Mutex::new(ScanStarts::default()),
             queued_at_open_until,
             fresh: Mutex::new(fresh),
+            unsynced: Mutex::new(HashSet::new()),
             depth: AtomicI64::new(queued + untried),
             endpoint_writes: Mutex::new(()),
             ingest_writes: Mutex::new(()),
@@ -615,6 +622,10 @@ struct EventRows {
     record: Vec<u8>,
     /// Its deliveries, pending until each has a record of its own; `None` without endpoints.
     fan_out: Option<Vec<u8>>,
+    /// One queue entry per delivery, for an event that finds a lane full (`fresh.rs`).
+    queue_keys: Vec<Vec<u8>>,
+    /// The value of each of its queue entries.
+    queue_entry: Vec<u8>,
 }
 
 impl EventRows {
@@ -634,6 +645,11 @@ impl EventRows {
                 .map(|key| keys::merchant_child(&event.merchant_id, key.as_str())),
             record: encode_compact(event),
             fan_out,
+            queue_keys: endpoints
+                .iter()
+                .map(|endpoint| keys::queue(endpoint, event.received_at, &event.id))
+                .collect(),
+            queue_entry: keys::queue_entry(&event.merchant_id, 0, event.received_at),
         }
     }
 }
@@ -762,11 +778,30 @@ impl Inner {
                 self.deliveries
                     .insert(event.id.as_str().as_bytes(), fan_out.as_slice())
                     .map_err(&stored)?;
-                // One key for all its first attempts, which wait in memory once the
-                // batch is durable (`fresh.rs`), not one queue entry each.
-                self.fresh_keys
-                    .insert(event.id.as_str().as_bytes(), &[])
-                    .map_err(&stored)?;
+                let lane_full = self
+                    .fresh
+                    .lock()
+                    .expect("fresh lanes poisoned")
+                    .full(&acceptance.endpoints);
+                if lane_full {
+                    // Queued on disk, claimable once synced (see `accept_event`).
+                    self.unsynced
+                        .lock()
+                        .expect("unsynced set poisoned")
+                        .insert(event.id.clone());
+                    for queue_key in &rows.queue_keys {
+                        self.queue
+                            .insert(queue_key.as_slice(), rows.queue_entry.as_slice())
+                            .map_err(&stored)?;
+                    }
+                    self.queued(&rows.queue_keys);
+                } else {
+                    // One key for all its first attempts, which wait in memory once the
+                    // batch is durable (`fresh.rs`), not one queue entry each.
+                    self.fresh_keys
+                        .insert(event.id.as_str().as_bytes(), &[])
+                        .map_err(&stored)?;
+                }
             }
             self.events
                 .insert(rows.event_key.as_slice(), rows.record.as_slice())
@@ -832,8 +867,11 @@ impl Inner {
             .peek_due(endpoint, now, horizon, limit);
         let firsts_before = |due: UnixMillis| firsts_due.partition_point(|first| *first < due);
         let mut leases = self.leases.lock().expect("lease table poisoned");
+        let unsynced = self.unsynced.lock().expect("unsynced set poisoned");
         let mut claimed = Claimed::default();
-        let claimable = |key: &[u8]| leases.get(key).is_none_or(|until| *until <= now);
+        let claimable = |key: &[u8], event: &EventId| {
+            leases.get(key).is_none_or(|until| *until <= now) && !unsynced.contains(event)
+        };
         let mut due_keys = Vec::new();
         // Whether an entry not yet due was seen while slots were left: only then can
         // one scheduled beyond the horizon be waiting at the far end. (With every slot
@@ -860,12 +898,16 @@ impl Inner {
                     break;
                 }
             };
-            let Some((due, _)) = keys::parse_queue(&key) else {
+            let Some((due, event)) = keys::parse_queue(&key) else {
                 scan.passed(&key, None);
                 continue;
             };
             if let Some(&until) = leases.get(&*key).filter(|until| **until > now) {
                 scan.passed(&key, Some(until));
+                continue;
+            }
+            if unsynced.contains(&event) {
+                scan.open_at(&key);
                 continue;
             }
             if due > now || due_keys.len() + firsts_before(due) >= limit {
@@ -889,13 +931,13 @@ impl Inner {
         let far_end = future_seen.then(|| self.queue.scan_prefix(endpoint.as_str()).rev());
         for entry in far_end.into_iter().flatten() {
             let (key, value) = entry.map_err(sled_err("scanning the queue"))?;
-            let Some((due, _)) = keys::parse_queue(&key) else {
+            let Some((due, event)) = keys::parse_queue(&key) else {
                 continue;
             };
             if due <= horizon {
                 break;
             }
-            if !claimable(&key) {
+            if !claimable(&key, &event) {
                 continue;
             }
             if due_keys.len() >= limit {
@@ -946,7 +988,7 @@ impl Inner {
                 payload: Bytes::from_owner(payload),
             });
         }
-        drop(leases);
+        drop((leases, unsynced));
         self.claim_first_attempts(request, &mut claimed)?;
         Ok(claimed)
     }
@@ -1515,10 +1557,15 @@ impl Store for SledStore {
     }
 
     async fn accept_event(&self, event: &Event, endpoints: &[EndpointId]) -> Result<AcceptOutcome, StoreError> {
-        let outcome = self.accept_event_durably(event, endpoints).await?;
-        // Durable now: its first attempts may be claimed. (An event cut short by a crash
-        // is written again under its first id.)
-        if let AcceptOutcome::Accepted { event_id, deliveries } = &outcome {
+        let result = self.accept_event_durably(event, endpoints).await;
+        // Durable now (or failed): its first attempts may be claimed. (An event cut short
+        // by a crash is written again under its first id.)
+        let id = match &result {
+            Ok(AcceptOutcome::Accepted { event_id, .. }) => event_id,
+            _ => &event.id,
+        };
+        let queued_on_disk = self.inner.unsynced.lock().expect("unsynced set poisoned").remove(id);
+        if let (Ok(AcceptOutcome::Accepted { event_id, deliveries }), false) = (&result, queued_on_disk) {
             let queued = self.inner.fresh.lock().expect("fresh lanes poisoned").add(
                 event_id,
                 &event.merchant_id,
@@ -1530,7 +1577,7 @@ impl Store for SledStore {
                 .depth
                 .fetch_sub((deliveries - queued) as i64, Ordering::Relaxed);
         }
-        Ok(outcome)
+        result
     }
 
     async fn list_events(

@@ -1024,6 +1024,62 @@ async fn sled_a_first_attempt_made_again_after_a_crash_keeps_the_record_of_both(
     assert_eq!(store.queue_depth().await.unwrap(), 0);
 }
 
+/// An endpoint holds `SLED_LANE_LIMIT` first attempts in memory; events beyond that
+/// queue on disk as before. Both kinds are claimed once each in the order received,
+/// counted in the depth, and both survive reopening the store.
+#[tokio::test]
+async fn sled_first_attempts_beyond_the_lane_limit_queue_on_disk_and_all_are_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let total = hookrelay::store::SLED_LANE_LIMIT + 3;
+    let (e_id, accepted) = {
+        let store = SledStore::open(dir.path(), 8 << 20, cipher()).await.unwrap();
+        let (m, e) = seeded(&store).await;
+        let mut accepted = Vec::with_capacity(total);
+        for n in 0..total {
+            let ev = event(&m, None, 1_000 + n as i64);
+            store.accept_event(&ev, std::slice::from_ref(&e.id)).await.unwrap();
+            accepted.push(ev.id);
+        }
+        assert_eq!(store.queue_depth().await.unwrap(), total as u64);
+        // The first in memory, the last three on disk: one claim takes them all.
+        let claims = store
+            .claim_due(&e.id, 1_000_000, total, LEASE, AHEAD)
+            .await
+            .unwrap()
+            .claims;
+        let mut claimed: Vec<_> = claims.iter().map(|c| (c.due, c.event_id.clone())).collect();
+        claimed.sort();
+        let claimed: Vec<_> = claimed.into_iter().map(|(_, id)| id).collect();
+        assert_eq!(claimed, accepted, "every event once");
+        assert!(claims.iter().all(|c| c.attempt == 1));
+        store.close().await.unwrap();
+        (e.id, accepted)
+    };
+    // The leases ended with the process; what was claimed and not recorded is due again.
+    let store = SledStore::open(dir.path(), 8 << 20, cipher()).await.unwrap();
+    assert_eq!(store.queue_depth().await.unwrap(), total as u64);
+    let claims = store
+        .claim_due(&e_id, 1_000_000, total + 10, LEASE, AHEAD)
+        .await
+        .unwrap()
+        .claims;
+    let mut again: Vec<_> = claims.iter().map(|c| c.event_id.clone()).collect();
+    again.sort();
+    let mut want = accepted.clone();
+    want.sort();
+    assert_eq!(again, want);
+    for claim in &claims {
+        succeed(&store, claim).await;
+    }
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+    assert!(store
+        .claim_due(&e_id, 2_000_000, 10, LEASE, AHEAD)
+        .await
+        .unwrap()
+        .claims
+        .is_empty());
+}
+
 #[tokio::test]
 async fn sled_admin_tokens_and_the_audit_log_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();

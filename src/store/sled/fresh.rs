@@ -13,10 +13,18 @@
 //!
 //! This saves a queue entry's insert and its removal per delivery, and the claims'
 //! scans of the queue tree for first attempts.
+//!
+//! A lane holds at most [`LANE_LIMIT`] waiting attempts: an event that finds one of
+//! its endpoints' lanes full is queued as before, a queue entry per endpoint, so what
+//! waits for a slow or unreachable endpoint waits on disk, not in memory.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::domain::{EndpointId, EventId, MerchantId, UnixMillis};
+
+/// Most first attempts waiting in one endpoint's lane before new events go to the
+/// queue tree instead (about 100 bytes each, with the event's share of `left`).
+pub const LANE_LIMIT: usize = 4_096;
 
 /// The first attempts of every endpoint, and how many each event still has.
 #[derive(Default)]
@@ -69,6 +77,16 @@ impl Fresh {
             *self.left.entry(event.clone()).or_default() += queued;
         }
         queued
+    }
+
+    /// Whether a lane of one of these endpoints is full: an event for them is queued in
+    /// the queue tree instead.
+    pub fn full(&self, endpoints: &[EndpointId]) -> bool {
+        endpoints.iter().any(|endpoint| {
+            self.lanes
+                .get(endpoint)
+                .is_some_and(|lane| lane.waiting.len() >= LANE_LIMIT)
+        })
     }
 
     /// Claims up to `limit` of an endpoint's first attempts: those whose lease ran out
@@ -251,6 +269,22 @@ mod tests {
             .collect();
         again.sort_unstable();
         assert_eq!(again, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_lane_is_full_at_its_limit_until_claims_take_from_it() {
+        let (merchant, ep, _) = ids();
+        let mut fresh = Fresh::default();
+        let events: Vec<EventId> = (0..LANE_LIMIT).map(|_| EventId::generate()).collect();
+        for event in &events[..LANE_LIMIT - 1] {
+            fresh.add(event, &merchant, 1, &ep[..1]);
+        }
+        assert!(!fresh.full(&ep));
+        fresh.add(&events[LANE_LIMIT - 1], &merchant, 1, &ep[..1]);
+        assert!(fresh.full(&ep), "one endpoint's full lane is enough");
+        assert!(!fresh.full(&ep[1..]));
+        fresh.claim(&ep[0], 5, 50, HORIZON, 1);
+        assert!(!fresh.full(&ep));
     }
 
     #[test]
