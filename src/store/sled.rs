@@ -561,6 +561,14 @@ struct Requeued {
     queued: Vec<u8>,
 }
 
+/// Marks a pending delivery of a deleted endpoint as failed at `now`.
+fn fail_for_deleted_endpoint(delivery: &mut Delivery, now: UnixMillis) {
+    delivery.status = DeliveryStatus::Failed;
+    delivery.next_attempt_at = None;
+    delivery.last_error = Some("endpoint deleted".to_owned());
+    delivery.updated_at = now;
+}
+
 /// Makes a delivery pending again, due `now`, with a fresh attempt budget.
 fn requeue(
     trees: &RequeueTrees,
@@ -1259,10 +1267,7 @@ impl Inner {
         // under way changes nothing.
         for event in &dropped {
             if let Some(mut delivery) = read_delivery_from(&self.deliveries, event, endpoint)? {
-                delivery.status = DeliveryStatus::Failed;
-                delivery.next_attempt_at = None;
-                delivery.last_error = Some("endpoint deleted".to_owned());
-                delivery.updated_at = now;
+                fail_for_deleted_endpoint(&mut delivery, now);
                 self.deliveries
                     .insert(keys::delivery(event, endpoint), encode_compact(&delivery))
                     .map_err(sled_err("failing the deliveries of a deleted endpoint"))?;
@@ -1300,10 +1305,7 @@ impl Inner {
                         // crash in between) may hold its attempt.
                         spill_in(attempts, &record)?;
                         let mut delivery = record.delivery;
-                        delivery.status = DeliveryStatus::Failed;
-                        delivery.next_attempt_at = None;
-                        delivery.last_error = Some("endpoint deleted".to_owned());
-                        delivery.updated_at = now;
+                        fail_for_deleted_endpoint(&mut delivery, now);
                         deliveries.insert(dkey.as_slice(), encode_compact(&delivery))?;
                     }
                     Ok(())

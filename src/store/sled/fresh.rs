@@ -120,7 +120,7 @@ impl Fresh {
         }
         while claims.len() < limit {
             match lane.waiting.front() {
-                Some(&(_, received_at)) if received_at <= now || received_at > horizon => {}
+                Some(&(_, received_at)) if is_due(received_at, now, horizon) => {}
                 _ => break,
             }
             let (event, received_at) = lane.waiting.pop_front().expect("just looked at it");
@@ -156,7 +156,7 @@ impl Fresh {
             .waiting
             .iter()
             .map(|(_, due)| *due)
-            .take_while(|due| *due <= now || *due > horizon);
+            .take_while(|due| is_due(*due, now, horizon));
         let mut due: Vec<UnixMillis> = expired.chain(waiting).take(limit).collect();
         due.sort_unstable();
         due
@@ -217,6 +217,12 @@ impl Fresh {
             }
         }
     }
+}
+
+/// Whether a first attempt received at `received_at` may be made at `now`: received by
+/// then, or after `horizon` (received while the clock was that far ahead).
+fn is_due(received_at: UnixMillis, now: UnixMillis, horizon: UnixMillis) -> bool {
+    received_at <= now || received_at > horizon
 }
 
 #[cfg(test)]
