@@ -65,6 +65,17 @@ macro_rules! generated_id {
                 &self.0
             }
 
+            /// The UUID the id spells: 16 bytes where the id is 36 or 35, for what keeps
+            /// many ids in memory.
+            pub fn uuid(&self) -> uuid::Uuid {
+                uuid::Uuid::try_parse(&self.0[$prefix.len()..]).expect("a parsed or generated id is 32 hex digits")
+            }
+
+            /// The id of a UUID: `from_uuid(id.uuid()) == id`.
+            pub fn from_uuid(uuid: uuid::Uuid) -> Self {
+                Self(format!(concat!($prefix, "{}"), uuid.simple()))
+            }
+
             /// Milliseconds since the epoch encoded in the UUIDv7.
             pub fn created_ms(&self) -> i64 {
                 i64::from_str_radix(&self.0[$prefix.len()..$prefix.len() + 12], 16).unwrap_or(0)
@@ -137,5 +148,9 @@ mod tests {
         assert!((now - b.created_ms()).abs() < 5_000);
         assert!(EventId::lower_bound_at(a.created_ms()).as_str() <= a.as_str());
         assert!(EndpointId::parse("ep_nothex").is_err());
+        assert_eq!(EventId::from_uuid(a.uuid()), a);
+        let parsed = EventId::parse("evt_0190f6a1b2c3d4e5f60718293a4b5c6d").unwrap();
+        assert_eq!(parsed.uuid().as_u128(), 0x0190f6a1b2c3d4e5f60718293a4b5c6d);
+        assert_eq!(EventId::from_uuid(parsed.uuid()), parsed);
     }
 }

@@ -17,21 +17,29 @@
 //! A lane holds at most [`LANE_LIMIT`] waiting attempts: an event that finds one of
 //! its endpoints' lanes full is queued as before, a queue entry per endpoint, so what
 //! waits for a slow or unreachable endpoint waits on disk, not in memory.
+//!
+//! Events are held by their 16-byte UUID ([`EventId::uuid`]), not by a copy of the
+//! id's string: a waiting attempt takes 24 bytes, with no allocation of its own.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+use uuid::Uuid;
 
 use crate::domain::{EndpointId, EventId, MerchantId, UnixMillis};
 
 /// Most first attempts waiting in one endpoint's lane before new events go to the
-/// queue tree instead (about 100 bytes each, with the event's share of `left`).
+/// queue tree instead (about 30 bytes each, with the event's share of `left`).
 pub const LANE_LIMIT: usize = 4_096;
+
+/// Room a lane or the count of events keeps when it empties after a burst.
+const SMALL: usize = 64;
 
 /// The first attempts of every endpoint, and how many each event still has.
 #[derive(Default)]
 pub(super) struct Fresh {
     lanes: HashMap<EndpointId, Lane>,
     /// Per event, its first attempts not yet recorded (waiting or claimed).
-    left: HashMap<EventId, usize>,
+    left: HashMap<Uuid, usize>,
     /// Endpoints deleted since the store opened: an event stored while one was being
     /// deleted must not queue for it afterwards.
     retired: HashSet<EndpointId>,
@@ -41,9 +49,9 @@ pub(super) struct Fresh {
 struct Lane {
     merchant: MerchantId,
     /// Oldest first: event and when it was received (its due time).
-    waiting: VecDeque<(EventId, UnixMillis)>,
+    waiting: VecDeque<(Uuid, UnixMillis)>,
     /// Claimed ones: event → (received at, lease until).
-    claimed: HashMap<EventId, (UnixMillis, UnixMillis)>,
+    claimed: HashMap<Uuid, (UnixMillis, UnixMillis)>,
 }
 
 /// A first attempt handed to a worker.
@@ -63,6 +71,7 @@ impl Fresh {
         received_at: UnixMillis,
         endpoints: &[EndpointId],
     ) -> usize {
+        let key = event.uuid();
         let mut queued = 0;
         for endpoint in endpoints.iter().filter(|e| !self.retired.contains(*e)) {
             let lane = self.lanes.entry(endpoint.clone()).or_insert_with(|| Lane {
@@ -70,11 +79,11 @@ impl Fresh {
                 waiting: VecDeque::new(),
                 claimed: HashMap::new(),
             });
-            lane.waiting.push_back((event.clone(), received_at));
+            lane.waiting.push_back((key, received_at));
             queued += 1;
         }
         if queued > 0 {
-            *self.left.entry(event.clone()).or_default() += queued;
+            *self.left.entry(key).or_default() += queued;
         }
         queued
     }
@@ -112,7 +121,7 @@ impl Fresh {
             if *until <= now {
                 *until = lease_until;
                 claims.push(FreshClaim {
-                    event: event.clone(),
+                    event: EventId::from_uuid(*event),
                     merchant: lane.merchant.clone(),
                     received_at: *received_at,
                 });
@@ -124,9 +133,13 @@ impl Fresh {
                 _ => break,
             }
             let (event, received_at) = lane.waiting.pop_front().expect("just looked at it");
-            lane.claimed.insert(event.clone(), (received_at, lease_until));
+            if lane.waiting.is_empty() {
+                // What a burst grew is handed back once it is through.
+                lane.waiting.shrink_to(SMALL);
+            }
+            lane.claimed.insert(event, (received_at, lease_until));
             claims.push(FreshClaim {
-                event,
+                event: EventId::from_uuid(event),
                 merchant: lane.merchant.clone(),
                 received_at,
             });
@@ -171,20 +184,22 @@ impl Fresh {
     /// with `last` telling whether its event has none left; `None` if it was not one
     /// (or another attempt of it ended first).
     pub fn finish(&mut self, endpoint: &EndpointId, event: &EventId) -> Option<bool> {
-        self.lanes.get_mut(endpoint)?.claimed.remove(event)?;
-        Some(self.done(event))
+        let key = event.uuid();
+        self.lanes.get_mut(endpoint)?.claimed.remove(&key)?;
+        Some(self.done(key))
     }
 
     /// Drops a first attempt, waiting or claimed (its event was replayed or deleted):
     /// `Some(last)` as for [`Fresh::finish`] if there was one. An attempt of it under
     /// way changes nothing when it ends.
     pub fn drop_delivery(&mut self, endpoint: &EndpointId, event: &EventId) -> Option<bool> {
+        let key = event.uuid();
         let lane = self.lanes.get_mut(endpoint)?;
-        if lane.claimed.remove(event).is_none() {
-            let at = lane.waiting.iter().position(|(e, _)| e == event)?;
+        if lane.claimed.remove(&key).is_none() {
+            let at = lane.waiting.iter().position(|(e, _)| *e == key)?;
             lane.waiting.remove(at);
         }
-        Some(self.done(event))
+        Some(self.done(key))
     }
 
     /// Drops every first attempt of a deleted endpoint and refuses new ones. Returns
@@ -194,25 +209,32 @@ impl Fresh {
         let Some(lane) = self.lanes.remove(endpoint) else {
             return (Vec::new(), Vec::new());
         };
-        let dropped: Vec<EventId> = lane
+        let dropped: Vec<Uuid> = lane
             .waiting
             .into_iter()
             .map(|(event, _)| event)
             .chain(lane.claimed.into_keys())
             .collect();
-        let emptied = dropped.iter().filter(|event| self.done(event)).cloned().collect();
-        (dropped, emptied)
+        let emptied = dropped
+            .iter()
+            .filter(|event| self.done(**event))
+            .map(|event| EventId::from_uuid(*event))
+            .collect();
+        (dropped.into_iter().map(EventId::from_uuid).collect(), emptied)
     }
 
     /// One of the event's first attempts is done; returns whether it was the last.
-    fn done(&mut self, event: &EventId) -> bool {
-        match self.left.get_mut(event) {
+    fn done(&mut self, event: Uuid) -> bool {
+        match self.left.get_mut(&event) {
             Some(left) if *left > 1 => {
                 *left -= 1;
                 false
             }
             _ => {
-                self.left.remove(event);
+                self.left.remove(&event);
+                if self.left.capacity() > SMALL && self.left.len() < self.left.capacity() / 8 {
+                    self.left.shrink_to(self.left.len() * 2);
+                }
                 true
             }
         }
@@ -291,6 +313,28 @@ mod tests {
         assert!(!fresh.full(&ep[1..]));
         fresh.claim(&ep[0], 5, 50, HORIZON, 1);
         assert!(!fresh.full(&ep));
+    }
+
+    #[test]
+    fn a_burst_hands_its_room_back_once_it_is_through() {
+        let (merchant, ep, _) = ids();
+        let a = &ep[0];
+        let mut fresh = Fresh::default();
+        let events: Vec<EventId> = (0..LANE_LIMIT).map(|_| EventId::generate()).collect();
+        for event in &events {
+            fresh.add(event, &merchant, 1, std::slice::from_ref(a));
+        }
+        assert!(fresh.lanes[a].waiting.capacity() >= LANE_LIMIT);
+        assert!(fresh.left.capacity() >= LANE_LIMIT);
+        let claimed = fresh.claim(a, 5, 50, HORIZON, LANE_LIMIT);
+        assert_eq!(claimed.len(), LANE_LIMIT);
+        assert!(fresh.lanes[a].waiting.capacity() <= SMALL);
+        for (claim, event) in claimed.iter().zip(&events) {
+            assert_eq!(&claim.event, event, "claimed in the order stored, under the same id");
+            assert_eq!(fresh.finish(a, &claim.event), Some(true));
+        }
+        assert!(fresh.left.is_empty());
+        assert!(fresh.left.capacity() <= 2 * SMALL, "{}", fresh.left.capacity());
     }
 
     #[test]
