@@ -1001,8 +1001,9 @@ impl Inner {
         Ok(claimed)
     }
 
-    /// Fills the slots a claim has left with first attempts (`fresh.rs`), after the
-    /// retries due: those have waited longer.
+    /// Fills the slots the queue's entries left with first attempts (`fresh.rs`): the
+    /// scan of the queue already stopped short by as many as were due before its entries
+    /// (`peek_due`), so the claim as a whole takes the oldest due of both kinds.
     fn claim_first_attempts(&self, request: &ClaimRequest, claimed: &mut Claimed) -> Result<(), StoreError> {
         let endpoint = &request.endpoint;
         let free = request.limit.saturating_sub(claimed.claims.len());
