@@ -22,7 +22,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::Context as _;
 use bytes::Bytes;
-use hookrelay::delivery::DeliveryClient;
+use hookrelay::delivery::{DeliveryClient, Destination};
 use hookrelay::domain::{
     now_ms, AttemptOutcome, Endpoint, EndpointId, EndpointSecret, EndpointUrl, EventId, EventTypeFilter, MerchantId,
 };
@@ -130,9 +130,10 @@ struct Merchant {
     targets: Vec<Arc<Target>>,
 }
 
-/// An endpoint with its queue; its worker waits on `signal`.
+/// An endpoint (its URL checked, as the gateway's dispatcher does) with its queue; its
+/// worker waits on `signal`.
 struct Target {
-    endpoint: Endpoint,
+    destination: Destination,
     queue: Mutex<VecDeque<(EventId, Bytes)>>,
     signal: Notify,
 }
@@ -222,7 +223,7 @@ async fn create_endpoint(
         return Err(ApiError::not_found("merchant"));
     };
     let target = Arc::new(Target {
-        endpoint,
+        destination: relay.client.destination(endpoint),
         queue: Mutex::default(),
         signal: Notify::new(),
     });
@@ -263,7 +264,12 @@ async fn ingest(
     let event_id = EventId::generate();
     let mut started = 0;
     for target in &merchant.targets {
-        if !target.endpoint.event_types.matches(fields.event_type.as_deref()) {
+        if !target
+            .destination
+            .endpoint
+            .event_types
+            .matches(fields.event_type.as_deref())
+        {
             continue;
         }
         started += 1;
@@ -294,7 +300,7 @@ async fn work(relay: Arc<Relay>, target: Arc<Target>) {
             let permit = relay.in_all.clone().acquire_owned().await.expect("never closed");
             let (relay, target) = (relay.clone(), target.clone());
             in_flight.spawn(async move {
-                deliver(&relay, &target.endpoint, &event_id, payload).await;
+                deliver(&relay, &target.destination, &event_id, payload).await;
                 drop(permit);
             });
         }
@@ -306,8 +312,8 @@ async fn work(relay: Arc<Relay>, target: Arc<Target>) {
 }
 
 /// One delivery, once.
-async fn deliver(relay: &Relay, endpoint: &Endpoint, event_id: &EventId, payload: Bytes) {
-    let report = relay.client.send(endpoint, event_id, payload, now_ms() / 1000).await;
+async fn deliver(relay: &Relay, destination: &Destination, event_id: &EventId, payload: Bytes) {
+    let report = relay.client.send(destination, event_id, payload, now_ms() / 1000).await;
     if report.outcome != AttemptOutcome::Success {
         relay.failed.fetch_add(1, Ordering::Relaxed);
         eprintln!(

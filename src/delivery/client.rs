@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 
-use super::egress::EgressGuard;
+use super::egress::{EgressGuard, EgressRefused};
 use super::signature_header;
 use crate::domain::{AttemptOutcome, Endpoint, EventId};
 
@@ -27,6 +27,15 @@ pub struct AttemptReport {
     pub duration: Duration,
     /// A `Retry-After` the receiver asked for (429 / 503), as a delay.
     pub retry_after: Option<Duration>,
+}
+
+/// An endpoint ready for attempts: its URL parsed and checked against the egress policy
+/// once, when the endpoint was read, not at every attempt. The addresses a name resolves
+/// to are still checked at each connection. Made by [`DeliveryClient::destination`].
+#[derive(Debug)]
+pub struct Destination {
+    pub endpoint: Endpoint,
+    url: Result<reqwest::Url, EgressRefused>,
 }
 
 /// Sends deliveries. Cheap to clone; one connection pool for all endpoints.
@@ -64,18 +73,28 @@ impl DeliveryClient {
         })
     }
 
+    /// Checks `endpoint`'s URL for its attempts. IP-literal URLs never reach the
+    /// resolver: the check of them (and of the scheme) is this one.
+    pub fn destination(&self, endpoint: Endpoint) -> Destination {
+        let url = self.egress.check_delivery_url(endpoint.url.as_str());
+        Destination { endpoint, url }
+    }
+
     /// Makes one attempt; never fails, every failure is a classified report.
     pub async fn send(
         &self,
-        endpoint: &Endpoint,
+        destination: &Destination,
         event_id: &EventId,
         payload: Bytes,
         now_unix_s: i64,
     ) -> AttemptReport {
-        // IP-literal URLs never reach the resolver: check them (and the scheme) here.
-        let url = match self.egress.check_before_send(endpoint.url.as_str()) {
+        let endpoint = &destination.endpoint;
+        let url = match &destination.url {
             Ok(url) => url,
-            Err(refused) => return report(AttemptOutcome::ConnectError, None, Some(refused.to_string()), None),
+            Err(refused) => {
+                self.egress.count_refused_attempt();
+                return report(AttemptOutcome::ConnectError, None, Some(refused.to_string()), None);
+            }
         };
         let signature = signature_header(
             endpoint.signing_secrets(now_unix_s.saturating_mul(1000)),
@@ -225,4 +244,59 @@ fn header_value(text: &str) -> HeaderValue {
 /// `Retry-After` in seconds (the HTTP-date form is rare for webhooks and ignored).
 fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
     value.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus::{IntCounterVec, Opts};
+
+    use super::*;
+    use crate::delivery::egress::{system_lookup, EgressPolicy, TargetList};
+    use crate::domain::{EndpointId, EndpointSecret, EndpointUrl, EventTypeFilter, MerchantId};
+
+    fn endpoint(url: &str) -> Endpoint {
+        Endpoint {
+            id: EndpointId::generate(),
+            merchant_id: MerchantId::parse("acme").unwrap(),
+            url: EndpointUrl::parse(url).unwrap(),
+            event_types: EventTypeFilter::default(),
+            description: None,
+            secret: EndpointSecret::generate(),
+            retired_secrets: Vec::new(),
+            enabled: true,
+            created_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_url_refused_when_its_destination_was_made_is_refused_and_counted_at_every_attempt() {
+        let refused = IntCounterVec::new(Opts::new("refused", "refused"), &["stage"]).unwrap();
+        let deny = TargetList::parse("127.0.0.0/8").unwrap();
+        let guard = EgressGuard::new(
+            EgressPolicy::new(None, deny, false),
+            system_lookup(),
+            None,
+            Some(refused.clone()),
+        );
+        let client = DeliveryClient::with_egress(Duration::from_secs(1), guard).unwrap();
+        let destination = client.destination(endpoint("http://127.0.0.1:9/hook"));
+        let event = EventId::generate();
+        for attempt in 1..=2 {
+            let report = client.send(&destination, &event, Bytes::from_static(b"{}"), 0).await;
+            assert_eq!(report.outcome, AttemptOutcome::ConnectError);
+            let error = report.error.unwrap_or_default();
+            assert!(error.starts_with("egress policy refused 127.0.0.1"), "{error}");
+            assert_eq!(refused.with_label_values(&["delivery"]).get(), attempt);
+        }
+    }
+
+    #[test]
+    fn an_allowed_url_is_kept_parsed_with_its_endpoint() {
+        let client = DeliveryClient::new(Duration::from_secs(1)).unwrap();
+        let destination = client.destination(endpoint("http://hooks.example:8080/a/b?token=x"));
+        let url = destination.url.as_ref().expect("allowed by the default policy");
+        assert_eq!(url.as_str(), "http://hooks.example:8080/a/b?token=x");
+        assert_eq!(destination.endpoint.url.as_str(), url.as_str());
+    }
 }

@@ -6,8 +6,9 @@
 //! and on every attempt, after DNS resolution, so a name that resolved to a good
 //! address at registration and to a refused one later (DNS rebinding) is still refused:
 //! [`PolicyResolver`] is reqwest's resolver and drops refused addresses, and
-//! [`EgressGuard::check_before_send`] covers IP-literal URLs, which reqwest never
-//! hands to a resolver.
+//! [`EgressGuard::check_delivery_url`] covers IP-literal URLs, which reqwest never
+//! hands to a resolver (checked when the dispatcher reads the endpoint, and refused at
+//! each attempt while the URL stays).
 
 use std::fmt;
 use std::future::Future;
@@ -401,20 +402,23 @@ impl EgressGuard {
         }
     }
 
-    /// Checks an attempt's URL before it is sent: scheme, IP literal, host name. The
-    /// addresses of a name are checked by [`PolicyResolver`] (or, with a proxy, by the proxy).
-    /// Returns the parsed URL, which the request then uses as it is.
-    pub fn check_before_send(&self, url: &str) -> Result<Url, EgressRefused> {
-        let result = Url::parse(url)
+    /// Checks a delivery URL: scheme, IP literal, host name. The addresses of a name are
+    /// checked by [`PolicyResolver`] at each connection (or, with a proxy, by the proxy).
+    /// Returns the parsed URL, which requests then use as it is. The policy is fixed for
+    /// the process, so the answer holds for as long as the URL does
+    /// ([`Destination`](super::Destination) keeps it); nothing is counted here.
+    pub fn check_delivery_url(&self, url: &str) -> Result<Url, EgressRefused> {
+        Url::parse(url)
             .map_err(|e| EgressRefused {
                 host: String::new(),
                 reason: Refusal::BadUrl(e.to_string()),
             })
-            .and_then(|url| self.policy.check_url(&url).map(|_| url));
-        if result.is_err() {
-            self.count("delivery");
-        }
-        result
+            .and_then(|url| self.policy.check_url(&url).map(|_| url))
+    }
+
+    /// Counts an attempt not made because its URL was refused.
+    pub fn count_refused_attempt(&self) {
+        self.count("delivery");
     }
 
     /// The DNS resolver for the delivery client.

@@ -4,6 +4,6 @@ mod client;
 pub mod egress;
 mod signing;
 
-pub use client::{AttemptReport, DeliveryClient};
+pub use client::{AttemptReport, DeliveryClient, Destination};
 pub use egress::{EgressGuard, EgressPolicy};
 pub use signing::{sign, signature_header};

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::step::{deliver_one, DispatchContext};
-use crate::domain::{now_ms, Endpoint, EndpointId, MerchantId, UnixMillis};
+use crate::delivery::Destination;
+use crate::domain::{now_ms, EndpointId, MerchantId, UnixMillis};
 
 /// How long past the attempt timeout a lease lasts before another worker may
 /// take the delivery over.
@@ -140,15 +141,15 @@ impl Dispatcher {
 impl Shared {
     async fn run_until_stopped(&self, merchant: &MerchantId, endpoint_id: &EndpointId, signal: &Notify) {
         let mut in_flight = JoinSet::new();
-        // The endpoint as last read, the change epoch then, and when.
-        let mut cached: Option<(Arc<Endpoint>, u64, Instant)> = None;
+        // The endpoint as last read (with its URL checked), the change epoch then, and when.
+        let mut cached: Option<(Arc<Destination>, u64, Instant)> = None;
         loop {
             let epoch = self.config_epoch.load(std::sync::atomic::Ordering::SeqCst);
-            if let Some((endpoint, read_epoch, read_at)) = &cached {
+            if let Some((destination, read_epoch, read_at)) = &cached {
                 if *read_epoch == epoch && read_at.elapsed() < ENDPOINT_REFRESH {
-                    let endpoint = endpoint.clone();
+                    let destination = destination.clone();
                     if self
-                        .step(&endpoint, endpoint_id, &mut in_flight, signal)
+                        .step(&destination, endpoint_id, &mut in_flight, signal)
                         .await
                         .is_break()
                     {
@@ -157,8 +158,8 @@ impl Shared {
                     continue;
                 }
             }
-            let endpoint = match self.ctx.store.get_endpoint(merchant, endpoint_id).await {
-                Ok(Some(endpoint)) => Arc::new(endpoint),
+            let destination = match self.ctx.store.get_endpoint(merchant, endpoint_id).await {
+                Ok(Some(endpoint)) => Arc::new(self.ctx.client.destination(endpoint)),
                 Ok(None) => break, // deleted
                 Err(error) => {
                     tracing::error!(%endpoint_id, error = %crate::error::error_chain(&error), "reading an endpoint failed");
@@ -168,9 +169,9 @@ impl Shared {
                     continue;
                 }
             };
-            cached = Some((endpoint.clone(), epoch, Instant::now()));
+            cached = Some((destination.clone(), epoch, Instant::now()));
             if self
-                .step(&endpoint, endpoint_id, &mut in_flight, signal)
+                .step(&destination, endpoint_id, &mut in_flight, signal)
                 .await
                 .is_break()
             {
@@ -185,7 +186,7 @@ impl Shared {
     /// until something can change. `Break` when stopped.
     async fn step(
         &self,
-        endpoint: &Arc<Endpoint>,
+        destination: &Arc<Destination>,
         endpoint_id: &EndpointId,
         in_flight: &mut JoinSet<()>,
         signal: &Notify,
@@ -193,7 +194,8 @@ impl Shared {
         {
             let mut next_due: Option<UnixMillis> = None;
             let free = self.endpoint_concurrency.saturating_sub(in_flight.len());
-            if endpoint.enabled && free > 0 {
+            let enabled = destination.endpoint.enabled;
+            if enabled && free > 0 {
                 let first = tokio::select! {
                     permit = self.global.clone().acquire_owned() => permit.expect("semaphore never closed"),
                     _ = self.stop.cancelled() => return ControlFlow::Break(()),
@@ -215,10 +217,10 @@ impl Shared {
                         next_due = claimed.next_due;
                         for claim in claimed.claims {
                             let permit = permits.pop().expect("no more claims than permits");
-                            let (ctx, endpoint) = (self.ctx.clone(), endpoint.clone());
+                            let (ctx, destination) = (self.ctx.clone(), destination.clone());
                             in_flight.spawn(async move {
                                 let _permit = permit;
-                                if let Err(error) = deliver_one(&ctx, &endpoint, claim).await {
+                                if let Err(error) = deliver_one(&ctx, &destination, claim).await {
                                     tracing::error!(error = %crate::error::error_chain(&error), "recording an attempt failed; the lease will expire and the delivery be retried");
                                 }
                             });
@@ -233,7 +235,7 @@ impl Shared {
 
             // Sleep until something can change: a wake-up, an attempt ending (a slot
             // frees), the next due time (only worth it with a free slot), or a stop.
-            let can_claim = endpoint.enabled && in_flight.len() < self.endpoint_concurrency;
+            let can_claim = enabled && in_flight.len() < self.endpoint_concurrency;
             let sleep_for = next_due
                 .filter(|_| can_claim)
                 .map(|due| Duration::from_millis((due - now_ms()).max(0) as u64));

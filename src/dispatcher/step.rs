@@ -7,8 +7,8 @@ use rand::Rng as _;
 use tracing::Instrument as _;
 
 use super::RetryPolicy;
-use crate::delivery::DeliveryClient;
-use crate::domain::{now_ms, Attempt, AttemptOutcome, Endpoint};
+use crate::delivery::{DeliveryClient, Destination};
+use crate::domain::{now_ms, Attempt, AttemptOutcome};
 use crate::metrics::Metrics;
 use crate::store::{Claim, Disposition, Store, StoreError};
 
@@ -22,7 +22,11 @@ pub struct DispatchContext {
 
 /// Attempts one claimed delivery and records the result. A store failure while
 /// recording leaves the lease to expire, so the delivery is attempted again.
-pub async fn deliver_one(ctx: &DispatchContext, endpoint: &Endpoint, claim: Claim) -> Result<Disposition, StoreError> {
+pub async fn deliver_one(
+    ctx: &DispatchContext,
+    destination: &Destination,
+    claim: Claim,
+) -> Result<Disposition, StoreError> {
     let span = tracing::info_span!(
         "deliver",
         event_id = %claim.event_id,
@@ -34,7 +38,7 @@ pub async fn deliver_one(ctx: &DispatchContext, endpoint: &Endpoint, claim: Clai
         ctx.metrics.in_flight.inc();
         let report = ctx
             .client
-            .send(endpoint, &claim.event_id, claim.payload.clone(), started_at / 1000)
+            .send(destination, &claim.event_id, claim.payload.clone(), started_at / 1000)
             .await;
         ctx.metrics.in_flight.dec();
 
