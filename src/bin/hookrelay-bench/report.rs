@@ -10,7 +10,7 @@ use crate::load::{Accepted, LoadSummary};
 use crate::procstat::{DiskUsage, IoCounters, Machine};
 use crate::sampler::Sample;
 use crate::sink::Arrival;
-use crate::stats::{secs, Percentiles};
+use crate::stats::{line_fit, secs, Percentiles};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -174,6 +174,7 @@ pub struct BacklogSummary {
     pub failed_attempts_while_down: Option<u64>,
     pub rss_queued_bytes: Option<u64>,
     pub peak_rss_while_queueing_bytes: Option<u64>,
+    pub rss_growth: Option<RssGrowth>,
     pub disk_before: Option<DiskUsage>,
     pub disk_queued: Option<DiskUsage>,
     pub disk_bytes_per_queued_delivery: Option<f64>,
@@ -188,6 +189,39 @@ pub struct BacklogSummary {
     pub peak_rss_while_draining_bytes: Option<u64>,
     pub drain_cpu_s_per_1000_deliveries: Option<f64>,
     pub disk_after_drain: Option<DiskUsage>,
+}
+
+/// How the gateway's RSS grew with its queue while the endpoints were down: the
+/// least-squares line through the sampler's `(queue depth, RSS)` points, from a quarter
+/// of the final depth on (start-up and the first claims left out).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct RssGrowth {
+    pub bytes_per_queued_delivery: f64,
+    pub intercept_bytes: f64,
+    pub points: usize,
+}
+
+impl RssGrowth {
+    pub fn fit(samples: &[(u64, u64)]) -> Option<Self> {
+        let deepest = samples.iter().map(|s| s.0).max()?;
+        let points: Vec<(f64, f64)> = samples
+            .iter()
+            .filter(|s| s.0 >= deepest / 4)
+            .map(|&(depth, rss)| (depth as f64, rss as f64))
+            .collect();
+        let (intercept, slope) = line_fit(&points)?;
+        Some(Self {
+            bytes_per_queued_delivery: slope,
+            intercept_bytes: intercept,
+            points: points.len(),
+        })
+    }
+
+    /// Deliveries that could be queued within `rss_bytes` at this rate of growth.
+    pub fn queued_within(&self, rss_bytes: u64) -> Option<u64> {
+        let room = rss_bytes as f64 - self.intercept_bytes;
+        (self.bytes_per_queued_delivery > 0.0 && room > 0.0).then(|| (room / self.bytes_per_queued_delivery) as u64)
+    }
 }
 
 /// The printed table: `metric | value | vs limit | target`.
@@ -420,6 +454,22 @@ pub fn render_table(report: &Report) -> String {
                 ),
             );
         }
+        if let Some(growth) = &b.rss_growth {
+            row(
+                "backlog: RSS growth per queued delivery",
+                format!(
+                    "{:.0} B on {} ({} samples)",
+                    growth.bytes_per_queued_delivery,
+                    mib(growth.intercept_bytes.max(0.0) as u64),
+                    growth.points
+                ),
+                None,
+                &growth
+                    .queued_within(100 << 20)
+                    .map(|n| format!("100 MiB holds about {n} queued"))
+                    .unwrap_or_default(),
+            );
+        }
         if let (Some(disk), Some(per)) = (&b.disk_queued, b.disk_bytes_per_queued_delivery) {
             row(
                 "backlog: data dir queued / per delivery",
@@ -544,6 +594,20 @@ fn triple_ms(p: &Percentiles) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rss_growth_is_fitted_past_the_first_quarter_of_the_queue() {
+        // Start-up noise below a quarter of the final depth, then 80 bytes per delivery on 60 MiB.
+        let mut samples = vec![(1_000, 10 << 20), (100_000, 90 << 20)];
+        samples.extend((1..=30u64).map(|k| (k * 40_000, (60 << 20) + 80 * k * 40_000)));
+        let growth = RssGrowth::fit(&samples).unwrap();
+        assert_eq!(growth.points, 23); // k = 8..=30: depths from 320,000 of 1,200,000
+        assert!((growth.bytes_per_queued_delivery - 80.0).abs() < 1e-6, "{growth:?}");
+        assert!((growth.intercept_bytes - (60 << 20) as f64).abs() < 1.0, "{growth:?}");
+        assert_eq!(growth.queued_within(100 << 20), Some((40 << 20) / 80));
+        assert_eq!(growth.queued_within(50 << 20), None);
+        assert!(RssGrowth::fit(&[(5, 1), (5, 2)]).is_none());
+    }
 
     #[test]
     fn with_no_endpoint_subscribed_nothing_is_expected_or_missing() {

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use crate::gateway::{metric_sum, Gateway, SpawnOptions};
 use crate::load::{self, Destination, LoadOutcome, LoadPlan, Pace, Progress};
 use crate::procstat::{self, CpuSplit, IoCounters, MachineCpu};
-use crate::report::{BacklogSummary, DeliverySummary, GatewayInfo, Report, Resources};
+use crate::report::{BacklogSummary, DeliverySummary, GatewayInfo, Report, Resources, RssGrowth};
 use crate::sampler::{DepthSource, Sampler};
 use crate::sink::{reserve_port, Recorder, Sink};
 use crate::stats::{secs, Clock};
@@ -369,6 +369,7 @@ impl Bench {
         backlog.rss_queued_bytes = gateway.pid.and_then(procstat::rss_bytes);
         backlog.disk_queued = data_dir.map(procstat::disk_usage);
         backlog.peak_rss_while_queueing_bytes = self.sampler.peak_rss(&["queue"]).max(backlog.rss_queued_bytes);
+        backlog.rss_growth = RssGrowth::fit(&self.sampler.rss_by_depth("queue"));
         if let (Some(before), Some(queued), Some(depth)) =
             (backlog.disk_before, backlog.disk_queued, backlog.queued_deliveries)
         {

@@ -117,6 +117,17 @@ impl Sampler {
         *self.depth.lock().expect("sampler poisoned") = depth;
     }
 
+    /// `(queue depth, RSS)` of every sample of `phase` that read both.
+    pub fn rss_by_depth(&self, phase: &str) -> Vec<(u64, u64)> {
+        self.samples
+            .lock()
+            .expect("sampler poisoned")
+            .iter()
+            .filter(|s| s.phase == phase)
+            .filter_map(|s| Some((s.queue_depth?, s.gateway_rss_bytes?)))
+            .collect()
+    }
+
     /// Highest RSS sampled during the given phases.
     pub fn peak_rss(&self, phases: &[&str]) -> Option<u64> {
         self.samples

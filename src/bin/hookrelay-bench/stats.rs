@@ -98,9 +98,46 @@ impl Percentiles {
     }
 }
 
+/// The least-squares line through `points`: `(intercept, slope)`. `None` for fewer than
+/// three points or when every x is the same.
+pub fn line_fit(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    if points.len() < 3 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let spread: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    if spread == 0.0 {
+        return None;
+    }
+    let slope = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum::<f64>() / spread;
+    Some((mean_y - slope * mean_x, slope))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_fits_points_on_it_exactly_and_noise_around_it_closely() {
+        let on: Vec<(f64, f64)> = (0..10).map(|x| (x as f64, 3.0 + 2.0 * x as f64)).collect();
+        assert_eq!(line_fit(&on), Some((3.0, 2.0)));
+        let around: Vec<(f64, f64)> = (0..100)
+            .map(|x| (x as f64, 10.0 + 0.5 * x as f64 + if x % 2 == 0 { 1.0 } else { -1.0 }))
+            .collect();
+        let (intercept, slope) = line_fit(&around).unwrap();
+        assert!(
+            (slope - 0.5).abs() < 0.01 && (intercept - 10.0).abs() < 0.5,
+            "{intercept} {slope}"
+        );
+    }
+
+    #[test]
+    fn no_line_through_too_few_or_stacked_points() {
+        assert_eq!(line_fit(&[(1.0, 1.0), (2.0, 2.0)]), None);
+        assert_eq!(line_fit(&[(1.0, 1.0), (1.0, 2.0), (1.0, 3.0)]), None);
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {
