@@ -46,7 +46,7 @@ use self::durability::Durability;
 use self::fresh::Fresh;
 pub use self::fresh::LANE_LIMIT;
 use self::records::{
-    decode, decode_delivery, encode, encode_compact, encode_with_first_attempt, held_attempts, list_deliveries_from,
+    decode, decode_delivery, encode, encode_compact, encode_with_attempt, held_attempts, list_deliveries_from,
     page_of_attempts, read_delivery_from, read_delivery_in, spill_in, DeliveryRecord, FanOut,
 };
 use self::scan_starts::ScanStarts;
@@ -64,10 +64,16 @@ const FORMAT_FILE: &str = "FORMAT";
 /// layout, queue entries carrying the attempt count, one fan-out record per event.
 /// 3: a delivery that succeeded at its first attempt holds that attempt in its record.
 /// 4: first attempts are not queue entries but a `fresh` key per event (`fresh.rs`).
-const FORMAT: &str = "hookrelay-sled 4";
+/// 5: a delivery record holds the delivery's latest attempt, whatever its outcome.
+const FORMAT: &str = "hookrelay-sled 5";
 /// Earlier layouts this build reads too; opening one marks it as `FORMAT` first, since
 /// an older build could not read what this one writes.
-const READABLE_FORMATS: &[&str] = &["hookrelay-sled 1", "hookrelay-sled 2", "hookrelay-sled 3"];
+const READABLE_FORMATS: &[&str] = &[
+    "hookrelay-sled 1",
+    "hookrelay-sled 2",
+    "hookrelay-sled 3",
+    "hookrelay-sled 4",
+];
 /// Files hookrelay may create in a data directory before the store.
 const OWN_FILES: &[&str] = &[
     "admin_token",
@@ -103,10 +109,6 @@ struct Inner {
     /// Where each endpoint's next claim may start its scan. Every insert into the queue
     /// reports its key here, after the insert.
     scan_starts: Mutex<ScanStarts>,
-    /// Queue entries of untried deliveries due up to this time were there when the
-    /// store opened: one may belong to a delivery recorded as succeeded by a first
-    /// attempt whose removal of the entry a crash undid (see `record_batch`).
-    queued_at_open_until: UnixMillis,
     /// First attempts, queued in memory once their event is durable (`fresh.rs`).
     fresh: Mutex<Fresh>,
     /// Events queued in the queue tree (a lane was full) whose write is not yet
@@ -180,7 +182,7 @@ impl SledStore {
         let durability =
             Durability::start(db.clone(), &dir).map_err(|e| StoreError::backend("starting the commit thread", e))?;
         let queue = tree("queue")?;
-        let (queued, queued_at_open_until) = queue_at_open(&queue)?;
+        let queued = queue_at_open(&queue)?;
         let fresh_keys = tree("fresh")?;
         let deliveries = tree("deliveries")?;
         let endpoints = tree("endpoints")?;
@@ -199,7 +201,6 @@ impl SledStore {
             durability,
             leases: Mutex::new(HashMap::new()),
             scan_starts: Mutex::new(ScanStarts::default()),
-            queued_at_open_until,
             fresh: Mutex::new(fresh),
             unsynced: Mutex::new(HashSet::new()),
             depth: AtomicI64::new(queued + untried),
@@ -323,20 +324,14 @@ impl SledStore {
     }
 }
 
-/// How many entries the queue holds, and the latest due time of those of untried
-/// deliveries (`UnixMillis::MIN` without any).
-fn queue_at_open(queue: &sled::Tree) -> Result<(i64, UnixMillis), StoreError> {
+/// How many entries the queue holds.
+fn queue_at_open(queue: &sled::Tree) -> Result<i64, StoreError> {
     let mut depth = 0;
-    let mut untried_until = UnixMillis::MIN;
-    for entry in queue.iter() {
-        let (key, value) = entry.map_err(sled_err("counting the queue"))?;
+    for entry in queue.iter().keys() {
+        entry.map_err(sled_err("counting the queue"))?;
         depth += 1;
-        let untried = keys::parse_queue_entry(&value).is_none_or(|entry| entry.progress.is_none_or(|(n, _)| n == 0));
-        if let Some((due, _)) = keys::parse_queue(&key).filter(|_| untried) {
-            untried_until = untried_until.max(due);
-        }
     }
-    Ok((depth, untried_until))
+    Ok(depth)
 }
 
 /// The first attempts not yet recorded, as the `fresh` keys name them: each of the
@@ -1142,10 +1137,10 @@ impl Inner {
                 continue;
             }
             let delivery_key = keys::delivery(&claim.event_id, &claim.endpoint_id);
-            if first.is_none() && claim.attempt == 1 && claim.due <= self.queued_at_open_until {
-                // Only a first attempt can find a record holding an attempt: one recorded as
-                // succeeded whose queue entry a crash kept, so it was claimed again. Such an
-                // entry was in the queue when the store opened.
+            if first.is_none() {
+                // A delivery claimed from the queue may have a record holding its attempt
+                // before this one, which must move to the `attempts` tree first. (A first
+                // attempt from memory has no record yet: see `fresh_at_open`.)
                 self.spill_held_attempt(&delivery_key)?;
             }
             let mut delivery = Delivery::new(
@@ -1188,7 +1183,7 @@ impl Inner {
                     Recorded::LeftQueue
                 }
             });
-            let record = match encode_with_first_attempt(&delivery, seq, attempt) {
+            let record = match encode_with_attempt(&delivery, seq, attempt) {
                 Some(record) => record,
                 None => {
                     // Written before the record that names it (see above).

@@ -10,7 +10,7 @@
 //! | `payloads`   | event                                 | raw body         |
 //! | `dedupe`     | merchant 0x00 idempotency key         | event id         |
 //! | `deliveries` | event                                 | FanOut: the event's endpoints (`records.rs`) |
-//! | `deliveries` | event endpoint                        | Delivery, once it changed from pending and untried; holds its first attempt when that succeeded (`records.rs`) |
+//! | `deliveries` | event endpoint                        | Delivery, once it changed from pending and untried; holds its latest attempt (`records.rs`) |
 //! | `queue`      | endpoint due(u64 BE ms) event         | [`QueueEntry`]   |
 //! | `fresh`      | event                                 | empty: its first attempts are not all recorded (`fresh.rs`) |
 //! | `failed`     | endpoint event                        | empty            |

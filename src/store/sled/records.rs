@@ -2,12 +2,13 @@
 //! `deliveries` tree, where most of them have no record of their own until their
 //! first attempt.
 //!
-//! Each change to a sled tree copies the node it lands in, so the hot path writes as
-//! few and as small records as it can: an event gets one [`FanOut`] record naming its
-//! endpoints instead of one delivery record per endpoint, a delivery that succeeds at
-//! its first attempt keeps that attempt in its own record instead of one in the
-//! `attempts` tree ([`encode_with_first_attempt`]), and the records written per event
-//! and attempt use postcard (about a third of their JSON size).
+//! Each change to a sled tree copies the node it lands in, and each item stored costs
+//! sled memory for as long as it is kept, so the hot path writes as few and as small
+//! records as it can: an event gets one [`FanOut`] record naming its endpoints instead
+//! of one delivery record per endpoint, a delivery record keeps the delivery's latest
+//! attempt instead of one in the `attempts` tree ([`encode_with_attempt`]; the attempt
+//! before it moves there when the next one is recorded), and the records written per
+//! event and attempt use postcard (about a third of their JSON size).
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
@@ -19,8 +20,11 @@ use crate::store::{Page, StoreError};
 
 /// First byte of a record in the compact layout; a JSON record starts with `{`.
 const COMPACT: u8 = 1;
-/// First byte of a delivery record that holds the delivery's first attempt (layout 3).
+/// First byte of a delivery record that holds the delivery's first attempt, which
+/// succeeded (layout 3; read, no longer written).
 const WITH_FIRST_ATTEMPT: u8 = 2;
+/// First byte of a delivery record that holds the delivery's latest attempt (layout 5).
+const WITH_LAST_ATTEMPT: u8 = 3;
 
 /// JSON: admin tokens and audit entries, whose types skip absent fields, which a
 /// format that does not describe itself cannot read back.
@@ -73,35 +77,63 @@ impl FanOut {
 #[derive(Debug)]
 pub struct DeliveryRecord {
     pub delivery: Delivery,
-    /// The delivery's first attempt and its sequence number, when the record holds it
+    /// The delivery's latest attempt and its sequence number, when the record holds it
     /// instead of the `attempts` tree. Whatever writes the record over must first move
     /// it there ([`spill_in`]), or it is lost.
     pub attempt: Option<(u64, Attempt)>,
 }
 
-/// A delivery that succeeded at its first attempt, with what that attempt adds to it.
-/// `D` is `&Delivery` when written, `Delivery` when read.
-#[derive(Serialize, Deserialize)]
-struct WithFirstAttempt<D> {
-    delivery: D,
+/// A delivery that succeeded at its first attempt, with what that attempt adds to it
+/// (layout 3).
+#[derive(Deserialize)]
+struct WithFirstAttempt {
+    delivery: Delivery,
     seq: u64,
     duration_ms: u64,
 }
 
-/// The record of a delivery that succeeded at its first attempt, holding that attempt:
-/// on the hot path one record instead of two. `None` when `attempt` is not such an
-/// attempt of `delivery`, which then needs its own record in the `attempts` tree.
-pub fn encode_with_first_attempt(delivery: &Delivery, seq: u64, attempt: &Attempt) -> Option<Vec<u8>> {
-    let same = first_attempt(delivery, attempt.duration_ms)? == *attempt;
-    let record = WithFirstAttempt {
-        delivery,
-        seq,
-        duration_ms: attempt.duration_ms,
-    };
-    same.then(|| postcard::to_extend(&record, vec![WITH_FIRST_ATTEMPT]).expect("records serialise to postcard"))
+/// A delivery with what its latest attempt adds to it: the rest of that attempt is the
+/// delivery's `attempts`, `last_attempt_at`, `last_status_code` and `last_error`. `D`
+/// is `&Delivery` when written, `Delivery` when read.
+#[derive(Serialize, Deserialize)]
+struct WithLastAttempt<D> {
+    delivery: D,
+    seq: u64,
+    outcome: AttemptOutcome,
+    duration_ms: u64,
 }
 
-/// The attempt a delivery that succeeded at its first attempt implies, but for its duration.
+/// The record of a delivery holding its latest attempt, `attempt`, numbered `seq`: one
+/// record instead of two per attempt recorded, and, while a delivery waits for its
+/// next retry, one item in the store instead of two. `None` when `attempt` is not the
+/// one `delivery` last records, which then needs its own record in the `attempts` tree.
+pub fn encode_with_attempt(delivery: &Delivery, seq: u64, attempt: &Attempt) -> Option<Vec<u8>> {
+    let same = last_attempt(delivery, attempt.outcome, attempt.duration_ms)? == *attempt;
+    let record = WithLastAttempt {
+        delivery,
+        seq,
+        outcome: attempt.outcome,
+        duration_ms: attempt.duration_ms,
+    };
+    same.then(|| postcard::to_extend(&record, vec![WITH_LAST_ATTEMPT]).expect("records serialise to postcard"))
+}
+
+/// The attempt a delivery's record says was its latest, with its outcome and duration.
+fn last_attempt(delivery: &Delivery, outcome: AttemptOutcome, duration_ms: u64) -> Option<Attempt> {
+    Some(Attempt {
+        event_id: delivery.event_id.clone(),
+        endpoint_id: delivery.endpoint_id.clone(),
+        attempt: delivery.attempts,
+        attempted_at: delivery.last_attempt_at.filter(|_| delivery.attempts > 0)?,
+        outcome,
+        status_code: delivery.last_status_code,
+        error: delivery.last_error.clone(),
+        duration_ms,
+    })
+}
+
+/// The attempt a delivery that succeeded at its first attempt implies, but for its
+/// duration (layout 3).
 fn first_attempt(delivery: &Delivery, duration_ms: u64) -> Option<Attempt> {
     let succeeded_first_time = delivery.status == DeliveryStatus::Succeeded && delivery.attempts == 1;
     Some(Attempt {
@@ -118,23 +150,34 @@ fn first_attempt(delivery: &Delivery, duration_ms: u64) -> Option<Attempt> {
 
 /// Reads a delivery record of any layout.
 pub fn decode_delivery(bytes: &[u8]) -> Result<DeliveryRecord, StoreError> {
-    let Some((&WITH_FIRST_ATTEMPT, record)) = bytes.split_first() else {
-        return Ok(DeliveryRecord {
-            delivery: decode(bytes)?,
-            attempt: None,
-        });
+    let undecodable = |e| StoreError::backend("decoding a stored delivery", e);
+    let (delivery, seq, attempt) = match bytes.split_first() {
+        Some((&WITH_LAST_ATTEMPT, record)) => {
+            let record: WithLastAttempt<Delivery> = postcard::from_bytes(record).map_err(undecodable)?;
+            let attempt = last_attempt(&record.delivery, record.outcome, record.duration_ms);
+            (record.delivery, record.seq, attempt)
+        }
+        Some((&WITH_FIRST_ATTEMPT, record)) => {
+            let record: WithFirstAttempt = postcard::from_bytes(record).map_err(undecodable)?;
+            let attempt = first_attempt(&record.delivery, record.duration_ms);
+            (record.delivery, record.seq, attempt)
+        }
+        _ => {
+            return Ok(DeliveryRecord {
+                delivery: decode(bytes)?,
+                attempt: None,
+            })
+        }
     };
-    let record: WithFirstAttempt<Delivery> =
-        postcard::from_bytes(record).map_err(|e| StoreError::backend("decoding a stored delivery", e))?;
-    let attempt = first_attempt(&record.delivery, record.duration_ms).ok_or_else(|| {
+    let attempt = attempt.ok_or_else(|| {
         StoreError::backend(
             "decoding a stored delivery",
-            "it holds a first attempt but did not succeed at it",
+            "it holds an attempt the delivery does not record",
         )
     })?;
     Ok(DeliveryRecord {
-        delivery: record.delivery,
-        attempt: Some((record.seq, attempt)),
+        delivery,
+        attempt: Some((seq, attempt)),
     })
 }
 
@@ -253,12 +296,12 @@ pub fn page_of_attempts(
     })
 }
 
-/// The first attempts held by an event's delivery records.
+/// The attempts held by an event's delivery records.
 pub fn held_attempts(deliveries: &sled::Tree, event: &EventId) -> Result<Vec<(u64, Attempt)>, StoreError> {
     let mut held = Vec::new();
     for entry in deliveries.scan_prefix(event.as_str()) {
         let (_, raw) = entry.map_err(|e| StoreError::backend("scanning deliveries", e))?;
-        if raw.first() == Some(&WITH_FIRST_ATTEMPT) {
+        if matches!(raw.first(), Some(&WITH_FIRST_ATTEMPT | &WITH_LAST_ATTEMPT)) {
             held.extend(decode_delivery(&raw)?.attempt);
         }
     }
@@ -378,52 +421,105 @@ mod tests {
     }
 
     #[test]
-    fn a_delivery_record_holds_a_first_attempt_that_succeeded_and_only_that() {
+    fn a_delivery_record_holds_its_latest_attempt_whatever_its_outcome_and_only_that() {
         let merchant = MerchantId::parse("acme").unwrap();
         let mut delivery = Delivery::new(EventId::generate(), EndpointId::generate(), merchant, 1_764_000_000_000);
+        let held_back = |record: &[u8]| {
+            let back = decode_delivery(record).unwrap();
+            let (seq, attempt) = back.attempt.expect("the attempt comes back");
+            (serde_json::to_value(&back.delivery).unwrap(), seq, attempt)
+        };
         let attempt = first_success(&mut delivery);
-        let record = encode_with_first_attempt(&delivery, 42, &attempt).expect("held");
+        let record = encode_with_attempt(&delivery, 42, &attempt).expect("held");
         assert!(
-            record.len() < encode_compact(&delivery).len() + 4,
+            record.len() < encode_compact(&delivery).len() + 5,
             "{} bytes",
             record.len()
         );
-        let back = decode_delivery(&record).unwrap();
         assert_eq!(
-            serde_json::to_value(&back.delivery).unwrap(),
-            serde_json::to_value(&delivery).unwrap()
-        );
-        let (seq, held) = back.attempt.expect("the attempt comes back");
-        assert_eq!(seq, 42);
-        assert_eq!(
-            serde_json::to_value(&held).unwrap(),
-            serde_json::to_value(&attempt).unwrap()
+            held_back(&record),
+            (serde_json::to_value(&delivery).unwrap(), 42, attempt.clone())
         );
         // A plain record holds no attempt.
         assert!(decode_delivery(&encode_compact(&delivery)).unwrap().attempt.is_none());
 
-        // Anything else keeps a record of its own in the attempts tree.
-        let mut second = attempt.clone();
-        second.attempt = 2;
-        let mut retried = delivery.clone();
-        retried.attempts = 2;
-        assert!(
-            encode_with_first_attempt(&retried, 1, &second).is_none(),
-            "not the first"
+        // A failed third attempt, waiting for its retry.
+        let mut retrying = delivery.clone();
+        retrying.status = DeliveryStatus::Pending;
+        retrying.attempts = 3;
+        retrying.next_attempt_at = Some(1_764_000_009_000);
+        retrying.last_status_code = Some(503);
+        retrying.last_error = Some("HTTP 503".into());
+        let third = Attempt {
+            attempt: 3,
+            outcome: AttemptOutcome::HttpError,
+            status_code: Some(503),
+            error: Some("HTTP 503".into()),
+            duration_ms: 12,
+            ..attempt.clone()
+        };
+        let record = encode_with_attempt(&retrying, 77, &third).expect("held");
+        assert_eq!(
+            held_back(&record),
+            (serde_json::to_value(&retrying).unwrap(), 77, third.clone())
         );
-        let mut failed = delivery.clone();
-        failed.status = DeliveryStatus::Failed;
+        let mut refused = retrying.clone();
+        refused.last_status_code = None;
+        refused.last_error = Some("connection refused".into());
+        let connect = Attempt {
+            outcome: AttemptOutcome::ConnectError,
+            status_code: None,
+            error: Some("connection refused".into()),
+            ..third.clone()
+        };
+        let record = encode_with_attempt(&refused, 78, &connect).expect("held");
+        assert_eq!(held_back(&record).2, connect);
+
+        // An attempt the record does not describe keeps a record of its own.
+        let earlier = Attempt {
+            attempt: 2,
+            ..third.clone()
+        };
+        assert!(encode_with_attempt(&retrying, 1, &earlier).is_none(), "not the latest");
+        let other = Attempt {
+            error: Some("odd".into()),
+            ..third.clone()
+        };
+        assert!(encode_with_attempt(&retrying, 1, &other).is_none(), "not implied");
+        let elsewhere = Attempt {
+            endpoint_id: EndpointId::generate(),
+            ..third.clone()
+        };
         assert!(
-            encode_with_first_attempt(&failed, 1, &attempt).is_none(),
-            "not succeeded"
+            encode_with_attempt(&retrying, 1, &elsewhere).is_none(),
+            "another delivery"
         );
-        let mut other = attempt.clone();
-        other.error = Some("odd".into());
-        assert!(encode_with_first_attempt(&delivery, 1, &other).is_none(), "not implied");
+        let mut untried = retrying.clone();
+        untried.attempts = 0;
+        assert!(encode_with_attempt(&untried, 1, &third).is_none(), "never tried");
         assert!(
             decode_delivery(&record[..record.len() - 3]).is_err(),
             "a cut record is an error"
         );
+    }
+
+    #[test]
+    fn a_record_of_layout_3_still_gives_back_its_first_attempt() {
+        let merchant = MerchantId::parse("acme").unwrap();
+        let mut delivery = Delivery::new(EventId::generate(), EndpointId::generate(), merchant, 1_764_000_000_000);
+        let attempt = first_success(&mut delivery);
+        // Layout 3 wrote the delivery, the sequence number and the duration.
+        let record = postcard::to_extend(&(&delivery, 9_u64, attempt.duration_ms), vec![WITH_FIRST_ATTEMPT]).unwrap();
+        let back = decode_delivery(&record).unwrap();
+        assert_eq!(back.attempt, Some((9, attempt)));
+        assert_eq!(
+            serde_json::to_value(&back.delivery).unwrap(),
+            serde_json::to_value(&delivery).unwrap()
+        );
+        let mut failed = delivery.clone();
+        failed.status = DeliveryStatus::Failed;
+        let record = postcard::to_extend(&(&failed, 9_u64, 7_u64), vec![WITH_FIRST_ATTEMPT]).unwrap();
+        assert!(decode_delivery(&record).is_err(), "layout 3 held successes only");
     }
 
     #[test]
