@@ -14,9 +14,10 @@
 //! This saves a queue entry's insert and its removal per delivery, and the claims'
 //! scans of the queue tree for first attempts.
 //!
-//! A lane holds at most [`LANE_LIMIT`] waiting attempts: an event that finds one of
-//! its endpoints' lanes full is queued as before, a queue entry per endpoint, so what
-//! waits for a slow or unreachable endpoint waits on disk, not in memory.
+//! A lane holds at most [`LANE_LIMIT`] waiting attempts, and all lanes together at most
+//! [`WAITING_LIMIT`]: an event that finds one of its endpoints' lanes full, or all of
+//! them, is queued as before, a queue entry per endpoint, so what waits for slow or
+//! unreachable endpoints waits on disk, not in memory, however many endpoints there are.
 //!
 //! Events are held by their 16-byte UUID ([`EventId::uuid`]), not by a copy of the
 //! id's string: a waiting attempt takes 24 bytes, with no allocation of its own.
@@ -31,6 +32,13 @@ use crate::domain::{EndpointId, EventId, MerchantId, UnixMillis};
 /// queue tree instead (about 30 bytes each, with the event's share of `left`).
 pub const LANE_LIMIT: usize = 4_096;
 
+/// Most first attempts waiting in all lanes together (12 MiB, and the count of their
+/// events): without it, memory would grow with the number of endpoints, by 4,096 per
+/// slow one. Delivery at full speed keeps far fewer waiting; so does a backlog for
+/// 100 endpoints (the benchmark's), which a lower bound measured slower to queue
+/// (docs/benchmarks.md).
+pub const WAITING_LIMIT: usize = 524_288;
+
 /// Room a lane or the count of events keeps when it empties after a burst.
 const SMALL: usize = 64;
 
@@ -43,6 +51,8 @@ pub(super) struct Fresh {
     /// Endpoints deleted since the store opened: an event stored while one was being
     /// deleted must not queue for it afterwards.
     retired: HashSet<EndpointId>,
+    /// First attempts waiting in all lanes (not those claimed).
+    waiting: usize,
 }
 
 /// One endpoint's first attempts.
@@ -84,18 +94,20 @@ impl Fresh {
         }
         if queued > 0 {
             *self.left.entry(key).or_default() += queued;
+            self.waiting += queued;
         }
         queued
     }
 
-    /// Whether a lane of one of these endpoints is full: an event for them is queued in
-    /// the queue tree instead.
+    /// Whether a lane of one of these endpoints is full, or all lanes together would be
+    /// with an attempt for each: an event for them is queued in the queue tree instead.
     pub fn full(&self, endpoints: &[EndpointId]) -> bool {
-        endpoints.iter().any(|endpoint| {
-            self.lanes
-                .get(endpoint)
-                .is_some_and(|lane| lane.waiting.len() >= LANE_LIMIT)
-        })
+        self.waiting + endpoints.len() > WAITING_LIMIT
+            || endpoints.iter().any(|endpoint| {
+                self.lanes
+                    .get(endpoint)
+                    .is_some_and(|lane| lane.waiting.len() >= LANE_LIMIT)
+            })
     }
 
     /// Claims up to `limit` of an endpoint's first attempts: those whose lease ran out
@@ -133,6 +145,7 @@ impl Fresh {
                 _ => break,
             }
             let (event, received_at) = lane.waiting.pop_front().expect("just looked at it");
+            self.waiting -= 1;
             if lane.waiting.is_empty() {
                 // What a burst grew is handed back once it is through.
                 lane.waiting.shrink_to(SMALL);
@@ -198,6 +211,7 @@ impl Fresh {
         if lane.claimed.remove(&key).is_none() {
             let at = lane.waiting.iter().position(|(e, _)| *e == key)?;
             lane.waiting.remove(at);
+            self.waiting -= 1;
         }
         Some(self.done(key))
     }
@@ -209,6 +223,7 @@ impl Fresh {
         let Some(lane) = self.lanes.remove(endpoint) else {
             return (Vec::new(), Vec::new());
         };
+        self.waiting -= lane.waiting.len();
         let dropped: Vec<Uuid> = lane
             .waiting
             .into_iter()
@@ -313,6 +328,39 @@ mod tests {
         assert!(!fresh.full(&ep[1..]));
         fresh.claim(&ep[0], 5, 50, HORIZON, 1);
         assert!(!fresh.full(&ep));
+    }
+
+    #[test]
+    fn all_lanes_together_are_full_at_the_waiting_limit_with_no_lane_full() {
+        let merchant = MerchantId::parse("m1").unwrap();
+        let per_lane = LANE_LIMIT / 2;
+        let endpoints: Vec<EndpointId> = (0..WAITING_LIMIT / per_lane).map(|_| EndpointId::generate()).collect();
+        let events: Vec<EventId> = (0..per_lane).map(|_| EventId::generate()).collect();
+        let mut fresh = Fresh::default();
+        for (n, event) in (1..).zip(&events) {
+            assert_eq!(fresh.add(event, &merchant, n, &endpoints), endpoints.len());
+        }
+        let other = EndpointId::generate();
+        assert!(
+            fresh.full(std::slice::from_ref(&other)),
+            "every lane half full, all of them full"
+        );
+        assert!(fresh.full(&endpoints[..1]));
+
+        // Whatever takes attempts out of the lanes makes room again: a claim,
+        fresh.claim(&endpoints[0], 10_000, 20_000, HORIZON, 1);
+        assert!(!fresh.full(std::slice::from_ref(&other)));
+        assert!(
+            fresh.full(&[other.clone(), endpoints[0].clone()]),
+            "room for one, not two"
+        );
+        // a delivery dropped,
+        assert_eq!(fresh.drop_delivery(&endpoints[1], &events[5]), Some(false));
+        assert!(!fresh.full(&[other.clone(), endpoints[0].clone()]));
+        // an endpoint deleted.
+        fresh.retire(&endpoints[2]);
+        assert_eq!(fresh.waiting, WAITING_LIMIT - 2 - per_lane);
+        assert!(!fresh.full(&endpoints[3..]));
     }
 
     #[test]
