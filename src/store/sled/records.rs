@@ -133,19 +133,10 @@ fn last_attempt(delivery: &Delivery, outcome: AttemptOutcome, duration_ms: u64) 
 }
 
 /// The attempt a delivery that succeeded at its first attempt implies, but for its
-/// duration (layout 3).
+/// duration (layout 3, which held nothing else; such a record has no `last_error`).
 fn first_attempt(delivery: &Delivery, duration_ms: u64) -> Option<Attempt> {
     let succeeded_first_time = delivery.status == DeliveryStatus::Succeeded && delivery.attempts == 1;
-    Some(Attempt {
-        event_id: delivery.event_id.clone(),
-        endpoint_id: delivery.endpoint_id.clone(),
-        attempt: 1,
-        attempted_at: delivery.last_attempt_at.filter(|_| succeeded_first_time)?,
-        outcome: AttemptOutcome::Success,
-        status_code: delivery.last_status_code,
-        error: None,
-        duration_ms,
-    })
+    last_attempt(delivery, AttemptOutcome::Success, duration_ms).filter(|_| succeeded_first_time)
 }
 
 /// Reads a delivery record of any layout.
