@@ -28,6 +28,8 @@ use crate::store::{self, DiskGuard, Store};
 const STORE_FAILURE_GRACE: Duration = Duration::from_secs(2);
 /// How often the store's health is checked.
 const STORE_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Longest wait at the end of a stop for the other store handles to be dropped.
+const STORE_RELEASE_WAIT: Duration = Duration::from_secs(1);
 /// Largest admin request body.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
@@ -244,6 +246,20 @@ impl Application {
         })
         .await;
         let closed = tokio::time::timeout(grace, self.store.close()).await;
+        // actix's worker threads drop their app data, store handles included, just after
+        // the server reports them stopped, and the dispatcher holds one too. The data
+        // directory is free only once the last handle is gone (sled holds its lock until
+        // then), and a start in the same process, as after a restart, must find it free.
+        drop(self.dispatcher);
+        let released = tokio::time::timeout(STORE_RELEASE_WAIT, async {
+            while Arc::strong_count(&self.store) > 1 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        if released.is_err() {
+            tracing::warn!("store handles were still held at the end of the stop");
+        }
         if let Some(failure) = store_failure {
             anyhow::bail!("the store failed and cannot promise durability: {failure}");
         }
