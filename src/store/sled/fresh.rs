@@ -19,8 +19,11 @@
 //! them, is queued as before, a queue entry per endpoint, so what waits for slow or
 //! unreachable endpoints waits on disk, not in memory, however many endpoints there are.
 //!
-//! Events are held by their 16-byte UUID ([`EventId::uuid`]), not by a copy of the
-//! id's string: a waiting attempt takes 24 bytes, with no allocation of its own.
+//! Each event with first attempts left is held once, in a slot of its own: its 16-byte
+//! UUID ([`EventId::uuid`]), when it was received, and how many of its first attempts
+//! are left. A lane holds its waiting attempts as the 4-byte numbers of their events'
+//! slots, so an event's five waiting attempts take 32 + 5 × 4 bytes, not 5 × 24 and an
+//! entry in a map of counts (docs/benchmarks.md).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -29,25 +32,29 @@ use uuid::Uuid;
 use crate::domain::{EndpointId, EventId, MerchantId, UnixMillis};
 
 /// Most first attempts waiting in one endpoint's lane before new events go to the
-/// queue tree instead (about 30 bytes each, with the event's share of `left`).
+/// queue tree instead (4 bytes each, with a share of their event's slot).
 pub const LANE_LIMIT: usize = 4_096;
 
-/// Most first attempts waiting in all lanes together (12 MiB, and the count of their
-/// events): without it, memory would grow with the number of endpoints, by 4,096 per
+/// Most first attempts waiting in all lanes together (2 MiB, and their events' slots):
+/// without it, memory would grow with the number of endpoints, by 4,096 per
 /// slow one. Delivery at full speed keeps far fewer waiting; so does a backlog for
 /// 100 endpoints (the benchmark's), which a lower bound measured slower to queue
 /// (docs/benchmarks.md).
 pub const WAITING_LIMIT: usize = 524_288;
 
-/// Room a lane or the count of events keeps when it empties after a burst.
+/// Room a lane or the table of events keeps when it empties after a burst.
 const SMALL: usize = 64;
 
-/// The first attempts of every endpoint, and how many each event still has.
+/// The first attempts of every endpoint, and the events they are for.
 #[derive(Default)]
 pub(super) struct Fresh {
     lanes: HashMap<EndpointId, Lane>,
-    /// Per event, its first attempts not yet recorded (waiting or claimed).
-    left: HashMap<Uuid, usize>,
+    /// Events with first attempts not yet recorded (waiting or claimed), by slot; a
+    /// slot whose event has none left is free, and listed in `free`.
+    events: Vec<Held>,
+    free: Vec<Slot>,
+    /// Slots in use.
+    held: usize,
     /// Endpoints deleted since the store opened: an event stored while one was being
     /// deleted must not queue for it afterwards.
     retired: HashSet<EndpointId>,
@@ -55,13 +62,26 @@ pub(super) struct Fresh {
     waiting: usize,
 }
 
+/// The number of an event's slot in [`Fresh::events`].
+type Slot = u32;
+
+/// An event with first attempts left.
+#[derive(Clone, Copy)]
+struct Held {
+    event: Uuid,
+    /// When it was received: its first attempts' due time.
+    received_at: UnixMillis,
+    /// Its first attempts not yet recorded, waiting or claimed; 0 when the slot is free.
+    left: u32,
+}
+
 /// One endpoint's first attempts.
 struct Lane {
     merchant: MerchantId,
-    /// Oldest first: event and when it was received (its due time).
-    waiting: VecDeque<(Uuid, UnixMillis)>,
-    /// Claimed ones: event → (received at, lease until).
-    claimed: HashMap<Uuid, (UnixMillis, UnixMillis)>,
+    /// Oldest first: their events' slots.
+    waiting: VecDeque<Slot>,
+    /// Claimed ones: event → (its slot, lease until).
+    claimed: HashMap<Uuid, (Slot, UnixMillis)>,
 }
 
 /// A first attempt handed to a worker.
@@ -81,22 +101,36 @@ impl Fresh {
         received_at: UnixMillis,
         endpoints: &[EndpointId],
     ) -> usize {
-        let key = event.uuid();
-        let mut queued = 0;
+        let queued = endpoints.iter().filter(|e| !self.retired.contains(*e)).count();
+        if queued == 0 {
+            return 0;
+        }
+        let slot = self.hold(Held {
+            event: event.uuid(),
+            received_at,
+            left: u32::try_from(queued).expect("an event has a few endpoints"),
+        });
         for endpoint in endpoints.iter().filter(|e| !self.retired.contains(*e)) {
             let lane = self.lanes.entry(endpoint.clone()).or_insert_with(|| Lane {
                 merchant: merchant.clone(),
                 waiting: VecDeque::new(),
                 claimed: HashMap::new(),
             });
-            lane.waiting.push_back((key, received_at));
-            queued += 1;
+            lane.waiting.push_back(slot);
         }
-        if queued > 0 {
-            *self.left.entry(key).or_default() += queued;
-            self.waiting += queued;
-        }
+        self.waiting += queued;
         queued
+    }
+
+    /// A slot for an event: a free one, or a new one.
+    fn hold(&mut self, held: Held) -> Slot {
+        self.held += 1;
+        if let Some(slot) = self.free.pop() {
+            self.events[slot as usize] = held;
+            return slot;
+        }
+        self.events.push(held);
+        Slot::try_from(self.events.len() - 1).expect("fewer events held than WAITING_LIMIT and those claimed")
     }
 
     /// Whether a lane of one of these endpoints is full, or all lanes together would be
@@ -126,7 +160,7 @@ impl Fresh {
             return Vec::new();
         };
         let mut claims = Vec::new();
-        for (event, (received_at, until)) in &mut lane.claimed {
+        for (event, (slot, until)) in &mut lane.claimed {
             if claims.len() >= limit {
                 break;
             }
@@ -135,26 +169,29 @@ impl Fresh {
                 claims.push(FreshClaim {
                     event: EventId::from_uuid(*event),
                     merchant: lane.merchant.clone(),
-                    received_at: *received_at,
+                    received_at: self.events[*slot as usize].received_at,
                 });
             }
         }
         while claims.len() < limit {
-            match lane.waiting.front() {
-                Some(&(_, received_at)) if is_due(received_at, now, horizon) => {}
-                _ => break,
+            let Some(&slot) = lane.waiting.front() else {
+                break;
+            };
+            let held = self.events[slot as usize];
+            if !is_due(held.received_at, now, horizon) {
+                break;
             }
-            let (event, received_at) = lane.waiting.pop_front().expect("just looked at it");
+            lane.waiting.pop_front();
             self.waiting -= 1;
             if lane.waiting.is_empty() {
                 // What a burst grew is handed back once it is through.
                 lane.waiting.shrink_to(SMALL);
             }
-            lane.claimed.insert(event, (received_at, lease_until));
+            lane.claimed.insert(held.event, (slot, lease_until));
             claims.push(FreshClaim {
-                event: EventId::from_uuid(event),
+                event: EventId::from_uuid(held.event),
                 merchant: lane.merchant.clone(),
-                received_at,
+                received_at: held.received_at,
             });
         }
         claims
@@ -173,15 +210,16 @@ impl Fresh {
         let Some(lane) = self.lanes.get(endpoint) else {
             return Vec::new();
         };
+        let due = |slot: &Slot| self.events[*slot as usize].received_at;
         let expired = lane
             .claimed
             .values()
             .filter(|(_, until)| *until <= now)
-            .map(|(due, _)| *due);
+            .map(|(slot, _)| due(slot));
         let waiting = lane
             .waiting
             .iter()
-            .map(|(_, due)| *due)
+            .map(due)
             .take_while(|due| is_due(*due, now, horizon));
         let mut due: Vec<UnixMillis> = expired.chain(waiting).take(limit).collect();
         due.sort_unstable();
@@ -190,16 +228,16 @@ impl Fresh {
 
     /// When the oldest first attempt still waiting for the endpoint was due.
     pub fn next_due(&self, endpoint: &EndpointId) -> Option<UnixMillis> {
-        self.lanes.get(endpoint)?.waiting.front().map(|(_, due)| *due)
+        let slot = self.lanes.get(endpoint)?.waiting.front()?;
+        Some(self.events[*slot as usize].received_at)
     }
 
     /// An attempt ended. `Some(last)` if it was a claimed first attempt, now done,
     /// with `last` telling whether its event has none left; `None` if it was not one
     /// (or another attempt of it ended first).
     pub fn finish(&mut self, endpoint: &EndpointId, event: &EventId) -> Option<bool> {
-        let key = event.uuid();
-        self.lanes.get_mut(endpoint)?.claimed.remove(&key)?;
-        Some(self.done(key))
+        let (slot, _) = self.lanes.get_mut(endpoint)?.claimed.remove(&event.uuid())?;
+        Some(self.done(slot))
     }
 
     /// Drops a first attempt, waiting or claimed (its event was replayed or deleted):
@@ -208,12 +246,18 @@ impl Fresh {
     pub fn drop_delivery(&mut self, endpoint: &EndpointId, event: &EventId) -> Option<bool> {
         let key = event.uuid();
         let lane = self.lanes.get_mut(endpoint)?;
-        if lane.claimed.remove(&key).is_none() {
-            let at = lane.waiting.iter().position(|(e, _)| *e == key)?;
-            lane.waiting.remove(at);
-            self.waiting -= 1;
-        }
-        Some(self.done(key))
+        let slot = match lane.claimed.remove(&key) {
+            Some((slot, _)) => slot,
+            None => {
+                let at = lane
+                    .waiting
+                    .iter()
+                    .position(|slot| self.events[*slot as usize].event == key)?;
+                self.waiting -= 1;
+                lane.waiting.remove(at).expect("just found it")
+            }
+        };
+        Some(self.done(slot))
     }
 
     /// Drops every first attempt of a deleted endpoint and refuses new ones. Returns
@@ -224,35 +268,41 @@ impl Fresh {
             return (Vec::new(), Vec::new());
         };
         self.waiting -= lane.waiting.len();
-        let dropped: Vec<Uuid> = lane
+        let slots = lane
             .waiting
             .into_iter()
-            .map(|(event, _)| event)
-            .chain(lane.claimed.into_keys())
-            .collect();
-        let emptied = dropped
-            .iter()
-            .filter(|event| self.done(**event))
-            .map(|event| EventId::from_uuid(*event))
-            .collect();
-        (dropped.into_iter().map(EventId::from_uuid).collect(), emptied)
+            .chain(lane.claimed.into_values().map(|(slot, _)| slot));
+        let mut dropped = Vec::new();
+        let mut emptied = Vec::new();
+        for slot in slots {
+            let event = EventId::from_uuid(self.events[slot as usize].event);
+            if self.done(slot) {
+                emptied.push(event.clone());
+            }
+            dropped.push(event);
+        }
+        (dropped, emptied)
     }
 
-    /// One of the event's first attempts is done; returns whether it was the last.
-    fn done(&mut self, event: Uuid) -> bool {
-        match self.left.get_mut(&event) {
-            Some(left) if *left > 1 => {
-                *left -= 1;
-                false
-            }
-            _ => {
-                self.left.remove(&event);
-                if self.left.capacity() > SMALL && self.left.len() < self.left.capacity() / 8 {
-                    self.left.shrink_to(self.left.len() * 2);
-                }
-                true
-            }
+    /// One of the event's first attempts is done; returns whether it was the last (its
+    /// slot is free then).
+    fn done(&mut self, slot: Slot) -> bool {
+        let held = &mut self.events[slot as usize];
+        held.left -= 1;
+        if held.left > 0 {
+            return false;
         }
+        self.held -= 1;
+        if self.held == 0 {
+            // What a burst grew is handed back once it is through.
+            self.events.clear();
+            self.events.shrink_to(SMALL);
+            self.free.clear();
+            self.free.shrink_to(SMALL);
+        } else {
+            self.free.push(slot);
+        }
+        true
     }
 }
 
@@ -373,7 +423,7 @@ mod tests {
             fresh.add(event, &merchant, 1, std::slice::from_ref(a));
         }
         assert!(fresh.lanes[a].waiting.capacity() >= LANE_LIMIT);
-        assert!(fresh.left.capacity() >= LANE_LIMIT);
+        assert!(fresh.events.capacity() >= LANE_LIMIT);
         let claimed = fresh.claim(a, 5, 50, HORIZON, LANE_LIMIT);
         assert_eq!(claimed.len(), LANE_LIMIT);
         assert!(fresh.lanes[a].waiting.capacity() <= SMALL);
@@ -381,8 +431,8 @@ mod tests {
             assert_eq!(&claim.event, event, "claimed in the order stored, under the same id");
             assert_eq!(fresh.finish(a, &claim.event), Some(true));
         }
-        assert!(fresh.left.is_empty());
-        assert!(fresh.left.capacity() <= 2 * SMALL, "{}", fresh.left.capacity());
+        assert_eq!(fresh.held, 0);
+        assert!(fresh.events.capacity() <= SMALL, "{}", fresh.events.capacity());
     }
 
     #[test]
@@ -415,6 +465,30 @@ mod tests {
         assert_eq!(fresh.add(&ev[2], &merchant, 3, &ep), 1);
         assert_eq!(fresh.claim(&ep[0], 5, 50, HORIZON, 16).len(), 0);
         assert_eq!(fresh.claim(&ep[1], 5, 50, HORIZON, 16).len(), 2);
+    }
+
+    #[test]
+    fn a_slot_freed_by_one_event_serves_the_next_without_mixing_them_up() {
+        let (merchant, ep, ev) = ids();
+        let mut fresh = Fresh::default();
+        fresh.add(&ev[0], &merchant, 10, &ep);
+        fresh.add(&ev[1], &merchant, 20, &ep[..1]);
+        assert_eq!(fresh.claim(&ep[0], 50, 100, HORIZON, 2).len(), 2);
+        assert_eq!(fresh.finish(&ep[0], &ev[1]), Some(true));
+        // The second event's slot is free, and taken by the third.
+        fresh.add(&ev[2], &merchant, 30, &ep[1..]);
+        assert_eq!(fresh.events.len(), 2, "the freed slot is reused");
+        let claimed: Vec<_> = fresh
+            .claim(&ep[1], 50, 100, HORIZON, 16)
+            .into_iter()
+            .map(|c| (c.event, c.received_at))
+            .collect();
+        assert_eq!(claimed, [(ev[0].clone(), 10), (ev[2].clone(), 30)]);
+        assert_eq!(fresh.finish(&ep[1], &ev[1]), None, "the freed event is not the new one");
+        assert_eq!(fresh.finish(&ep[0], &ev[0]), Some(false));
+        assert_eq!(fresh.finish(&ep[1], &ev[2]), Some(true));
+        assert_eq!(fresh.finish(&ep[1], &ev[0]), Some(true));
+        assert_eq!(fresh.held, 0);
     }
 
     #[test]
