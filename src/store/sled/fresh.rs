@@ -50,11 +50,10 @@ const SMALL: usize = 64;
 pub(super) struct Fresh {
     lanes: HashMap<EndpointId, Lane>,
     /// Events with first attempts not yet recorded (waiting or claimed), by slot; a
-    /// slot whose event has none left is free, and listed in `free`.
+    /// slot whose event has none left is free, and listed in `free` (so the slots in use
+    /// are `events.len() - free.len()`).
     events: Vec<Held>,
     free: Vec<Slot>,
-    /// Slots in use.
-    held: usize,
     /// Endpoints deleted since the store opened: an event stored while one was being
     /// deleted must not queue for it afterwards.
     retired: HashSet<EndpointId>,
@@ -124,7 +123,6 @@ impl Fresh {
 
     /// A slot for an event: a free one, or a new one.
     fn hold(&mut self, held: Held) -> Slot {
-        self.held += 1;
         if let Some(slot) = self.free.pop() {
             self.events[slot as usize] = held;
             return slot;
@@ -292,17 +290,20 @@ impl Fresh {
         if held.left > 0 {
             return false;
         }
-        self.held -= 1;
-        if self.held == 0 {
+        self.free.push(slot);
+        if self.held() == 0 {
             // What a burst grew is handed back once it is through.
             self.events.clear();
             self.events.shrink_to(SMALL);
             self.free.clear();
             self.free.shrink_to(SMALL);
-        } else {
-            self.free.push(slot);
         }
         true
+    }
+
+    /// Slots in use: events with first attempts left.
+    fn held(&self) -> usize {
+        self.events.len() - self.free.len()
     }
 }
 
@@ -431,7 +432,7 @@ mod tests {
             assert_eq!(&claim.event, event, "claimed in the order stored, under the same id");
             assert_eq!(fresh.finish(a, &claim.event), Some(true));
         }
-        assert_eq!(fresh.held, 0);
+        assert_eq!(fresh.held(), 0);
         assert!(fresh.events.capacity() <= SMALL, "{}", fresh.events.capacity());
     }
 
@@ -488,7 +489,7 @@ mod tests {
         assert_eq!(fresh.finish(&ep[0], &ev[0]), Some(false));
         assert_eq!(fresh.finish(&ep[1], &ev[2]), Some(true));
         assert_eq!(fresh.finish(&ep[1], &ev[0]), Some(true));
-        assert_eq!(fresh.held, 0);
+        assert_eq!(fresh.held(), 0);
     }
 
     #[test]
