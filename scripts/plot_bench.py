@@ -127,7 +127,7 @@ def main():
     # (c) the backlog run: queue depth and RSS
     ax = axes[1][0]
     if backlog:
-        tl = [p for p in backlog["timeline"] if p["phase"] in ("queue", "drain", "done")]
+        tl = [p for p in backlog["timeline"] if p["phase"] in ("queue", "hold", "drain", "done")]
         t0 = tl[0]["t_s"] if tl else 0.0
         depth = [(p["t_s"] - t0, p["queue_depth"]) for p in tl if p["queue_depth"] is not None]
         ax.plot([d[0] for d in depth], [d[1] for d in depth], color="tab:red", label="queue depth")

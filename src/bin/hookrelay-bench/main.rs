@@ -105,6 +105,10 @@ pub struct Args {
     /// Backlog: deliveries to queue (events = deliveries / endpoints per merchant).
     #[arg(long, default_value_t = 1_000_000)]
     pub deliveries: u64,
+    /// Backlog: seconds the endpoints stay down once every delivery is queued, for the
+    /// gateway's RSS when it holds the queue and no longer ingests (0: none).
+    #[arg(long, default_value_t = 30)]
+    pub hold_secs: u64,
 
     /// Longest a sending phase may take, in seconds.
     #[arg(long, default_value_t = 900)]
@@ -215,6 +219,9 @@ fn check_args(args: &Args) -> Result<(), String> {
     }
     if args.floor && !matches!(args.mode, Mode::Full | Mode::Open) {
         return Err("--floor goes with --mode full or open (the floor keeps no backlog)".into());
+    }
+    if args.hold_secs > 3_600 {
+        return Err("--hold-secs must be at most 3600".into());
     }
     if args.mode == Mode::Backlog && args.deliveries < u64::from(args.endpoints_per_merchant) {
         return Err("--deliveries must be at least --endpoints-per-merchant".into());

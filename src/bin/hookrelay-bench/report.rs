@@ -154,6 +154,8 @@ pub struct Resources {
     /// Average cores the gateway used over the phase.
     pub gateway_cores: Option<f64>,
     pub gateway_peak_rss_bytes: Option<u64>,
+    /// When the measured phase began (in backlog mode: when the sink came up).
+    pub gateway_start_rss_bytes: Option<u64>,
     pub gateway_end_rss_bytes: Option<u64>,
     pub gateway_io: Option<IoCounters>,
     pub gateway_disk_write_bytes_per_event: Option<f64>,
@@ -178,6 +180,8 @@ pub struct BacklogSummary {
     pub disk_before: Option<DiskUsage>,
     pub disk_queued: Option<DiskUsage>,
     pub disk_bytes_per_queued_delivery: Option<f64>,
+    /// The endpoints kept down after everything was queued (`--hold-secs`).
+    pub hold: Option<BacklogHold>,
     /// Sink up → queue depth 0.
     pub drain_s: f64,
     /// Sink up → first delivery arrived.
@@ -189,6 +193,17 @@ pub struct BacklogSummary {
     pub peak_rss_while_draining_bytes: Option<u64>,
     pub drain_cpu_s_per_1000_deliveries: Option<f64>,
     pub disk_after_drain: Option<DiskUsage>,
+}
+
+/// The gateway holding its queue, ingesting nothing, endpoints still down.
+#[derive(Debug, Default, Serialize)]
+pub struct BacklogHold {
+    pub secs: u64,
+    pub rss_at_end_bytes: Option<u64>,
+    pub lowest_rss_bytes: Option<u64>,
+    pub peak_rss_bytes: Option<u64>,
+    /// Failed attempts counted by the end of the hold (queueing included).
+    pub failed_attempts_at_end: Option<u64>,
 }
 
 /// How the gateway's RSS grew with its queue while the endpoints were down: the
@@ -405,6 +420,20 @@ pub fn render_table(report: &Report) -> String {
                 &mark("<= 100 MiB", rss <= 100 << 20),
             );
         }
+        if let (Some(start), Some(end), false) = (r.gateway_start_rss_bytes, r.gateway_end_rss_bytes, backlog) {
+            // Everything the run stored is still kept (retention is days): what is
+            // left of the growth at the end is what the stored events hold.
+            let events = report.ingest.as_ref().map_or(0, |i| i.ok_2xx);
+            row(
+                "gateway RSS before / at end",
+                format!("{} / {}", mib(start), mib(end)),
+                None,
+                &format!(
+                    "{:.0} B more per event stored",
+                    end.saturating_sub(start) as f64 / events.max(1) as f64
+                ),
+            );
+        }
         if let Some(io) = &r.gateway_io {
             row(
                 "gateway bytes written to storage",
@@ -452,6 +481,28 @@ pub fn render_table(report: &Report) -> String {
                     &format!("<= 100 MiB with 1,000,000 queued (here {queued})"),
                     rss <= 100 << 20,
                 ),
+            );
+        }
+        if let Some(hold) = &b.hold {
+            let at_end = hold.rss_at_end_bytes;
+            row(
+                &format!("backlog: RSS after {} s held / low / peak", hold.secs),
+                format!(
+                    "{} / {} / {}",
+                    at_end.map(mib).unwrap_or_default(),
+                    hold.lowest_rss_bytes.map(mib).unwrap_or_default(),
+                    hold.peak_rss_bytes.map(mib).unwrap_or_default()
+                ),
+                None,
+                &at_end
+                    .map(|rss| mark("<= 100 MiB, nothing ingested, all queued", rss <= 100 << 20))
+                    .unwrap_or_default(),
+            );
+            row(
+                "backlog: failed attempts by end of hold",
+                opt(hold.failed_attempts_at_end),
+                None,
+                "",
             );
         }
         if let Some(growth) = &b.rss_growth {

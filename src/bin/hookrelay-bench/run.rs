@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use crate::gateway::{metric_sum, Gateway, SpawnOptions};
 use crate::load::{self, Destination, LoadOutcome, LoadPlan, Pace, Progress};
 use crate::procstat::{self, CpuSplit, IoCounters, MachineCpu};
-use crate::report::{BacklogSummary, DeliverySummary, GatewayInfo, Report, Resources, RssGrowth};
+use crate::report::{BacklogHold, BacklogSummary, DeliverySummary, GatewayInfo, Report, Resources, RssGrowth};
 use crate::sampler::{DepthSource, Sampler};
 use crate::sink::{reserve_port, Recorder, Sink};
 use crate::stats::{secs, Clock};
@@ -322,6 +322,28 @@ impl Bench {
 
     /// Backlog mode: endpoints point at a closed port while the deliveries queue up;
     /// then the sink comes up on that port and the queue drains.
+    /// Keeps the endpoints down for `--hold-secs` once everything is queued: the
+    /// gateway holds the queue, retries and ingests nothing.
+    async fn hold_backlog(&self, gateway: &Gateway, backlog: &mut BacklogSummary) {
+        let hold = self.args.hold_secs;
+        eprintln!("hookrelay-bench: endpoints stay down for {hold} s more");
+        self.sampler.set_phase("hold");
+        tokio::time::sleep(Duration::from_secs(hold)).await;
+        let held = BacklogHold {
+            secs: hold,
+            rss_at_end_bytes: gateway.pid.and_then(procstat::rss_bytes),
+            lowest_rss_bytes: self.sampler.lowest_rss(&["hold"]),
+            peak_rss_bytes: self.sampler.peak_rss(&["hold"]),
+            failed_attempts_at_end: match gateway.metrics(&self.client).await {
+                Ok(text) => {
+                    metric_sum(&text, "hookrelay_delivery_attempts_total", Some("connect_error")).map(|v| v as u64)
+                }
+                Err(_) => None,
+            },
+        };
+        backlog.hold = Some(held);
+    }
+
     async fn run_backlog(&self, gateway: &Gateway, report: &mut Report) -> anyhow::Result<Vec<String>> {
         let args = &self.args;
         let port = reserve_port()?;
@@ -377,13 +399,17 @@ impl Bench {
                 Some(queued.allocated_bytes.saturating_sub(before.allocated_bytes) as f64 / depth.max(1) as f64);
         }
         eprintln!(
-            "hookrelay-bench: queued {} deliveries in {:.1} s; sink up on port {port}",
+            "hookrelay-bench: queued {} deliveries in {:.1} s",
             backlog
                 .queued_deliveries
                 .map(|d| d.to_string())
                 .unwrap_or_else(|| "?".into()),
             backlog.queue_s
         );
+        if args.hold_secs > 0 {
+            self.hold_backlog(gateway, &mut backlog).await;
+        }
+        eprintln!("hookrelay-bench: sink up on port {port}");
 
         let before = Snapshot::take(gateway.pid, self.clock);
         let arrived_before = self.recorder.count();
@@ -414,7 +440,14 @@ impl Bench {
             backlog.drain_cpu_s_per_1000_deliveries = Some(cpu_s / delivery.received.max(1) as f64 * 1000.0);
         }
         backlog.disk_after_drain = data_dir.map(procstat::disk_usage);
-        report.resources = Some(self.resources(gateway, &before, &after, &delivery, outcome.ok, &["queue", "drain"]));
+        report.resources = Some(self.resources(
+            gateway,
+            &before,
+            &after,
+            &delivery,
+            outcome.ok,
+            &["queue", "hold", "drain"],
+        ));
         report.delivery = Some(delivery);
         report.ingest = Some(outcome.summarize(None));
         report.backlog = Some(backlog);
@@ -457,6 +490,7 @@ impl Bench {
             gateway_cpu_s_per_1000_events: gateway_cpu_s.filter(|_| events > 0).map(|s| s / events as f64 * 1000.0),
             gateway_cores: gateway_cpu_s.map(|s| s / wall_s.max(1e-9)),
             gateway_peak_rss_bytes: self.sampler.peak_rss(phases),
+            gateway_start_rss_bytes: before.rss,
             gateway_end_rss_bytes: gateway.pid.and_then(procstat::rss_bytes),
             gateway_disk_write_bytes_per_event: gateway_io.map(|io| io.write_bytes as f64 / events.max(1) as f64),
             gateway_io,
@@ -502,6 +536,7 @@ struct Snapshot {
     gateway_ticks: Option<u64>,
     io: Option<IoCounters>,
     own: CpuSplit,
+    rss: Option<u64>,
 }
 
 impl Snapshot {
@@ -512,6 +547,7 @@ impl Snapshot {
             gateway_ticks: pid.and_then(procstat::cpu_ticks),
             io: pid.and_then(procstat::io_counters),
             own: procstat::own_cpu_split(),
+            rss: pid.and_then(procstat::rss_bytes),
         }
     }
 }
@@ -529,6 +565,7 @@ fn settings_json(args: &Args) -> serde_json::Value {
         "duration_s": (args.mode == Mode::Open).then_some(args.duration),
         "max_in_flight": (args.mode == Mode::Open).then_some(args.max_in_flight),
         "deliveries": (args.mode == Mode::Backlog).then_some(args.deliveries),
+        "hold_secs": (args.mode == Mode::Backlog).then_some(args.hold_secs),
         "command_line": std::env::args().collect::<Vec<_>>().join(" "),
     })
 }

@@ -128,15 +128,25 @@ impl Sampler {
             .collect()
     }
 
+    /// Lowest RSS sampled during the given phases.
+    pub fn lowest_rss(&self, phases: &[&str]) -> Option<u64> {
+        self.rss_of(phases).min()
+    }
+
     /// Highest RSS sampled during the given phases.
     pub fn peak_rss(&self, phases: &[&str]) -> Option<u64> {
-        self.samples
-            .lock()
-            .expect("sampler poisoned")
+        self.rss_of(phases).max()
+    }
+
+    /// The RSS readings of the given phases.
+    fn rss_of(&self, phases: &[&str]) -> std::vec::IntoIter<u64> {
+        let samples = self.samples.lock().expect("sampler poisoned");
+        let rss: Vec<u64> = samples
             .iter()
             .filter(|s| phases.contains(&s.phase))
             .filter_map(|s| s.gateway_rss_bytes)
-            .max()
+            .collect();
+        rss.into_iter()
     }
 
     pub async fn finish(self) -> Vec<Sample> {
