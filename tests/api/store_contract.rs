@@ -1080,6 +1080,80 @@ async fn sled_first_attempts_beyond_the_lane_limit_queue_on_disk_and_all_are_del
         .is_empty());
 }
 
+/// The keys of the `deliveries` tree of a closed sled store.
+fn delivery_keys(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let db = sled::open(dir).unwrap();
+    let keys = db
+        .open_tree("deliveries")
+        .unwrap()
+        .iter()
+        .keys()
+        .map(|k| k.unwrap().to_vec())
+        .collect();
+    drop(db);
+    keys
+}
+
+/// An event's fan-out record (its bare id in the `deliveries` tree) names its
+/// endpoints while some have no delivery record; once every first attempt is
+/// recorded it goes, and the deliveries read the same from their own records.
+#[tokio::test]
+async fn sled_the_fan_out_goes_once_every_endpoint_has_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, ev, e1, e2) = {
+        let store = SledStore::open(dir.path(), 8 << 20, cipher()).await.unwrap();
+        let (m, e1) = seeded(&store).await;
+        let e2 = endpoint(&m);
+        store.create_endpoint(&e2, 5).await.unwrap();
+        let ev = event(&m, None, 1_000);
+        store.accept_event(&ev, &[e1.id.clone(), e2.id.clone()]).await.unwrap();
+        succeed(&store, &claim_one(&store, &e1.id, 1_000).await).await;
+        store.close().await.unwrap();
+        (m, ev, e1, e2)
+    };
+    let fan_out = ev.id.as_str().as_bytes().to_vec();
+    let record = |e: &Endpoint| [ev.id.as_str().as_bytes(), e.id.as_str().as_bytes()].concat();
+    let mut want = vec![fan_out.clone(), record(&e1)];
+    want.sort();
+    assert_eq!(delivery_keys(dir.path()), want, "one endpoint still untried");
+
+    let store = SledStore::open(dir.path(), 8 << 20, cipher()).await.unwrap();
+    let untried = store.get_delivery(&ev.id, &e2.id).await.unwrap().unwrap();
+    assert_eq!((untried.status, untried.attempts), (DeliveryStatus::Pending, 0));
+    let claim = claim_one(&store, &e2.id, 2_000).await;
+    assert_eq!((claim.attempt, &claim.merchant_id), (1, &m.id));
+    succeed(&store, &claim).await;
+    store.close().await.unwrap();
+    drop(store);
+    let mut want = vec![record(&e1), record(&e2)];
+    want.sort();
+    assert_eq!(delivery_keys(dir.path()), want, "both recorded, no fan-out");
+
+    let store = SledStore::open(dir.path(), 8 << 20, cipher()).await.unwrap();
+    let listed = store.list_deliveries(&ev.id).await.unwrap();
+    let mut seen: Vec<_> = listed
+        .iter()
+        .map(|d| (d.endpoint_id.clone(), d.status, d.attempts))
+        .collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected = vec![
+        (e1.id.clone(), DeliveryStatus::Succeeded, 1),
+        (e2.id.clone(), DeliveryStatus::Succeeded, 1),
+    ];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(seen, expected);
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+    // A replay finds both endpoints from their records alone.
+    assert_eq!(
+        store
+            .replay_event(&ev, &[e1.id.clone(), e2.id.clone()], 3_000)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.queue_depth().await.unwrap(), 2);
+}
+
 #[tokio::test]
 async fn sled_admin_tokens_and_the_audit_log_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
