@@ -1196,11 +1196,9 @@ impl Inner {
             self.deliveries.insert(delivery_key, record).map_err(&written)?;
             match first {
                 // The record written last stands for the first attempt: once every
-                // endpoint's is written, the event's fresh key goes, and then its
-                // fan-out, which implies nothing any more.
+                // endpoint's is written, the event's fresh key goes.
                 Some(true) => {
                     self.fresh_keys.remove(claim.event_id.as_str()).map_err(&written)?;
-                    self.drop_covered_fan_out(&claim.event_id)?;
                 }
                 Some(false) => {}
                 None if requeued.as_ref() != Some(queue_key) => {
@@ -1217,40 +1215,6 @@ impl Inner {
             leases.remove(key);
         }
         Ok(recorded)
-    }
-
-    /// Removes the event's fan-out record once each endpoint it names has a delivery
-    /// record of its own: every sled item costs memory for as long as it is kept (a
-    /// week, by default), and one fewer per event is a ninth less. Checked, not
-    /// assumed: an endpoint deleted in a crash before its delivery was failed has no
-    /// record, and keeps the fan-out.
-    fn drop_covered_fan_out(&self, event: &EventId) -> Result<(), StoreError> {
-        let read = sled_err("reading an event's deliveries");
-        let mut fan_out = None;
-        let mut recorded = Vec::new();
-        for entry in self.deliveries.scan_prefix(event.as_str()) {
-            let (key, raw) = entry.map_err(&read)?;
-            if key.len() == EventId::LEN {
-                fan_out = Some((key, decode::<FanOut>(&raw)?));
-            } else {
-                recorded.push(key);
-            }
-        }
-        let Some((key, fan_out)) = fan_out else {
-            return Ok(());
-        };
-        // A delivery key is the event id followed by the endpoint id.
-        let covered = fan_out.endpoints.iter().all(|endpoint| {
-            recorded
-                .iter()
-                .any(|k| &k[EventId::LEN..] == endpoint.as_str().as_bytes())
-        });
-        if covered {
-            self.deliveries
-                .remove(key)
-                .map_err(sled_err("removing a fan-out record"))?;
-        }
-        Ok(())
     }
 
     /// Tells the claims of entries just put into the queue (see `scan_starts.rs`).

@@ -9,7 +9,7 @@
 //! | `events`     | merchant 0x00 event                   | Event            |
 //! | `payloads`   | event                                 | raw body         |
 //! | `dedupe`     | merchant 0x00 idempotency key         | event id         |
-//! | `deliveries` | event                                 | FanOut: the event's endpoints, until each has a record (`records.rs`) |
+//! | `deliveries` | event                                 | FanOut: the event's endpoints (`records.rs`) |
 //! | `deliveries` | event endpoint                        | Delivery, once it changed from pending and untried; holds its latest attempt (`records.rs`) |
 //! | `queue`      | endpoint due(u64 BE ms) event         | [`QueueEntry`]   |
 //! | `fresh`      | event                                 | empty: its first attempts are not all recorded (`fresh.rs`) |

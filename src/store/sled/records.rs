@@ -52,8 +52,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
 /// before the event's own delivery records. An endpoint listed here whose delivery
 /// has no record of its own has a delivery that is pending, untried and due since the
 /// event was received: whatever changes it (an attempt, a replay, the endpoint's
-/// deletion) writes its record, which from then on wins. Once every endpoint listed
-/// has a record (its last first attempt recorded), the fan-out is removed.
+/// deletion) writes its record, which from then on wins.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FanOut {
     pub merchant_id: MerchantId,
