@@ -352,9 +352,13 @@ impl Bench {
         let events = args.deliveries / per;
         let mut backlog = BacklogSummary {
             retry_settings: if gateway.spawned() {
+                // The bench's, unless `--gateway-env` set them (the last setting wins).
                 BACKLOG_RETRY_ENV
                     .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
+                    .map(|&(k, v)| {
+                        let set = args.gateway_env.iter().rev().find(|(key, _)| key == k);
+                        format!("{k}={}", set.map_or(v, |(_, value)| value.as_str()))
+                    })
                     .collect::<Vec<_>>()
                     .join(" ")
             } else {
