@@ -320,8 +320,6 @@ impl Bench {
         metric_sum(&text, "hookrelay_queue_depth", None).map(|v| v as u64)
     }
 
-    /// Backlog mode: endpoints point at a closed port while the deliveries queue up;
-    /// then the sink comes up on that port and the queue drains.
     /// Keeps the endpoints down for `--hold-secs` once everything is queued: the
     /// gateway holds the queue, retries and ingests nothing.
     async fn hold_backlog(&self, gateway: &Gateway, backlog: &mut BacklogSummary) {
@@ -344,6 +342,8 @@ impl Bench {
         backlog.hold = Some(held);
     }
 
+    /// Backlog mode: endpoints point at a closed port while the deliveries queue up;
+    /// then (after the hold) the sink comes up on that port and the queue drains.
     async fn run_backlog(&self, gateway: &Gateway, report: &mut Report) -> anyhow::Result<Vec<String>> {
         let args = &self.args;
         let port = reserve_port()?;
