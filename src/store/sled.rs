@@ -46,8 +46,8 @@ use self::durability::Durability;
 use self::fresh::Fresh;
 pub use self::fresh::LANE_LIMIT;
 use self::records::{
-    decode, decode_delivery, encode, encode_compact, encode_with_attempt, held_attempts, list_deliveries_from,
-    page_of_attempts, read_delivery_from, read_delivery_in, spill_in, DeliveryRecord, FanOut,
+    decode, decode_delivery, encode, encode_compact, encode_with_attempt, fresh_value, held_attempts,
+    list_deliveries_from, page_of_attempts, read_delivery_from, read_delivery_in, spill_in, DeliveryRecord, FanOut,
 };
 use self::scan_starts::ScanStarts;
 use self::threads::{Batch, Replies, StoreThreads};
@@ -65,7 +65,10 @@ const FORMAT_FILE: &str = "FORMAT";
 /// 3: a delivery that succeeded at its first attempt holds that attempt in its record.
 /// 4: first attempts are not queue entries but a `fresh` key per event (`fresh.rs`).
 /// 5: a delivery record holds the delivery's latest attempt, whatever its outcome.
-const FORMAT: &str = "hookrelay-sled 5";
+/// 6: the fan-out of an event whose first attempts wait in memory is its `fresh`
+/// key's value, not a record of the `deliveries` tree (an older build would take the
+/// event for deleted).
+const FORMAT: &str = "hookrelay-sled 6";
 /// Earlier layouts this build reads too; opening one marks it as `FORMAT` first, since
 /// an older build could not read what this one writes.
 const READABLE_FORMATS: &[&str] = &[
@@ -73,6 +76,7 @@ const READABLE_FORMATS: &[&str] = &[
     "hookrelay-sled 2",
     "hookrelay-sled 3",
     "hookrelay-sled 4",
+    "hookrelay-sled 5",
 ];
 /// Files hookrelay may create in a data directory before the store.
 const OWN_FILES: &[&str] = &[
@@ -345,17 +349,25 @@ fn fresh_at_open(
     let mut fresh = Fresh::default();
     let mut count = 0;
     let read = sled_err("reading first attempts");
-    for key in fresh_keys.iter().keys() {
-        let key = key.map_err(&read)?;
+    for entry in fresh_keys.iter() {
+        let (key, value) = entry.map_err(&read)?;
         let event = std::str::from_utf8(&key)
             .map_err(|e| e.to_string())
             .and_then(EventId::parse)
             .map_err(|e| StoreError::backend("reading a fresh key", e))?;
         let gone = || fresh_keys.remove(&key).map_err(sled_err("removing a fresh key"));
-        // Without its fan-out record the event was deleted.
-        let Some(raw) = deliveries.get(event.as_str()).map_err(&read)? else {
-            gone()?;
-            continue;
+        // The key holds the event's fan-out (layout 6); an empty one (layouts 4 and 5)
+        // names the fan-out record in the `deliveries` tree. Without either the event
+        // was deleted.
+        let raw = match Some(value).filter(|v| !v.is_empty()) {
+            Some(value) => value,
+            None => match deliveries.get(event.as_str()).map_err(&read)? {
+                Some(raw) => raw,
+                None => {
+                    gone()?;
+                    continue;
+                }
+            },
         };
         let fan_out: FanOut = decode(&raw)?;
         let mut pending = Vec::new();
@@ -778,16 +790,17 @@ impl Inner {
                 .insert(event.id.as_str().as_bytes(), &event.payload[..])
                 .map_err(&stored)?;
             if let Some(fan_out) = &rows.fan_out {
-                self.deliveries
-                    .insert(event.id.as_str().as_bytes(), fan_out.as_slice())
-                    .map_err(&stored)?;
                 let lane_full = self
                     .fresh
                     .lock()
                     .expect("fresh lanes poisoned")
                     .full(&acceptance.endpoints);
                 if lane_full {
-                    // Queued on disk, claimable once synced (see `accept_event`).
+                    // Queued on disk, claimable once synced (see `accept_event`); its
+                    // fan-out is a record of the `deliveries` tree.
+                    self.deliveries
+                        .insert(event.id.as_str().as_bytes(), fan_out.as_slice())
+                        .map_err(&stored)?;
                     self.unsynced
                         .lock()
                         .expect("unsynced set poisoned")
@@ -800,9 +813,12 @@ impl Inner {
                     self.queued(&rows.queue_keys);
                 } else {
                     // One key for all its first attempts, which wait in memory once the
-                    // batch is durable (`fresh.rs`), not one queue entry each.
+                    // batch is durable (`fresh.rs`), not one queue entry each. It holds
+                    // the event's fan-out, and goes once every first attempt is recorded,
+                    // when every endpoint has a record of its own: no fan-out record is
+                    // kept for the event's lifetime.
                     self.fresh_keys
-                        .insert(event.id.as_str().as_bytes(), &[])
+                        .insert(event.id.as_str().as_bytes(), fan_out.as_slice())
                         .map_err(&stored)?;
                 }
             }
@@ -959,7 +975,8 @@ impl Inner {
             // Entries of the first layout carry no progress: read it from the delivery.
             let progress = match entry.progress {
                 Some(progress) => Some(progress),
-                None => read_delivery_from(&self.deliveries, &event, endpoint)?.map(|d| (d.attempts, d.created_at)),
+                None => read_delivery_from(&self.deliveries, &self.fresh_keys, &event, endpoint)?
+                    .map(|d| (d.attempts, d.created_at)),
             };
             let payload = self
                 .payloads
@@ -1128,7 +1145,9 @@ impl Inner {
             let attempt_key = keys::attempt(&claim.event_id, seq);
             let attempt_record = || encode_compact(attempt);
             if !owned {
-                if read_delivery_from(&self.deliveries, &claim.event_id, &claim.endpoint_id)?.is_some() {
+                if read_delivery_from(&self.deliveries, &self.fresh_keys, &claim.event_id, &claim.endpoint_id)?
+                    .is_some()
+                {
                     self.attempts
                         .insert(attempt_key.as_slice(), attempt_record())
                         .map_err(&written)?;
@@ -1262,7 +1281,7 @@ impl Inner {
         // Its first attempts not yet recorded fail as its queued deliveries do; an attempt
         // under way changes nothing.
         for event in &dropped {
-            if let Some(mut delivery) = read_delivery_from(&self.deliveries, event, endpoint)? {
+            if let Some(mut delivery) = read_delivery_from(&self.deliveries, &self.fresh_keys, event, endpoint)? {
                 fail_for_deleted_endpoint(&mut delivery, now);
                 self.deliveries
                     .insert(keys::delivery(event, endpoint), encode_compact(&delivery))
@@ -1291,12 +1310,13 @@ impl Inner {
                 continue;
             };
             let dkey = keys::delivery(&event, endpoint);
+            let fresh = fresh_value(&self.fresh_keys, &event)?;
             (&self.queue, &self.deliveries, &self.attempts)
                 .transaction(|(queue, deliveries, attempts)| {
                     if queue.remove(&*key)?.is_none() {
                         return Ok(());
                     }
-                    if let Some(record) = read_delivery_in(deliveries, &event, endpoint)? {
+                    if let Some(record) = read_delivery_in(deliveries, fresh.as_ref(), &event, endpoint)? {
                         // A delivery recorded as succeeded while its queue entry stayed (a
                         // crash in between) may hold its attempt.
                         spill_in(attempts, &record)?;
@@ -1619,12 +1639,13 @@ impl Store for SledStore {
 
     async fn list_deliveries(&self, event: &EventId) -> Result<Vec<Delivery>, StoreError> {
         let event = event.clone();
-        self.run(move |s| list_deliveries_from(&s.deliveries, &event)).await
+        self.run(move |s| list_deliveries_from(&s.deliveries, &s.fresh_keys, &event))
+            .await
     }
 
     async fn get_delivery(&self, event: &EventId, endpoint: &EndpointId) -> Result<Option<Delivery>, StoreError> {
         let (event, endpoint) = (event.clone(), endpoint.clone());
-        self.run(move |s| read_delivery_from(&s.deliveries, &event, &endpoint))
+        self.run(move |s| read_delivery_from(&s.deliveries, &s.fresh_keys, &event, &endpoint))
             .await
     }
 
@@ -1661,6 +1682,7 @@ impl Store for SledStore {
         let endpoints = endpoints.to_vec();
         self.write(move |s| {
             let _serial = s.queue_writes.lock().expect("queue lock poisoned");
+            let fresh = fresh_value(&s.fresh_keys, &event.id)?;
             let grew = (&s.deliveries, &s.queue, &s.failed, &s.attempts)
                 .transaction(|(deliveries, queue, failed, attempts)| {
                     let trees = RequeueTrees {
@@ -1671,7 +1693,7 @@ impl Store for SledStore {
                     };
                     let (mut grew, mut replaced, mut queued) = (0, Vec::new(), Vec::new());
                     for endpoint in &endpoints {
-                        let record = match read_delivery_in(deliveries, &event.id, endpoint)? {
+                        let record = match read_delivery_in(deliveries, fresh.as_ref(), &event.id, endpoint)? {
                             Some(record) => record,
                             None => {
                                 let mut d =
@@ -1823,7 +1845,7 @@ impl Store for SledStore {
                     if event.received_at >= cutoff {
                         break; // keys are time-ordered within a merchant
                     }
-                    let deliveries = list_deliveries_from(&s.deliveries, &event.id)?;
+                    let deliveries = list_deliveries_from(&s.deliveries, &s.fresh_keys, &event.id)?;
                     if deliveries.iter().any(|d| d.status == DeliveryStatus::Pending) {
                         skipped += 1;
                         if skipped > batch * 10 {

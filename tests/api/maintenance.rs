@@ -227,7 +227,7 @@ async fn a_data_directory_of_the_first_layout_is_upgraded_and_its_queued_deliver
         .expect("a data directory of the first layout opens");
     assert_eq!(
         std::fs::read_to_string(dir.path().join("FORMAT")).unwrap(),
-        "hookrelay-sled 5\n",
+        "hookrelay-sled 6\n",
         "marked as the new layout, which older builds refuse"
     );
     let port = app.port();

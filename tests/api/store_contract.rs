@@ -1080,6 +1080,134 @@ async fn sled_first_attempts_beyond_the_lane_limit_queue_on_disk_and_all_are_del
         .is_empty());
 }
 
+/// The keys of one tree of a closed sled store, with their values.
+fn sled_tree(dir: &std::path::Path, name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let db = sled::open(dir).unwrap();
+    let tree = db.open_tree(name).unwrap();
+    tree.iter()
+        .map(|entry| {
+            let (k, v) = entry.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+}
+
+/// A merchant with two endpoints and one event for both, accepted; the store closed.
+async fn two_endpoints_one_event(dir: &std::path::Path) -> (Event, Endpoint, Endpoint) {
+    let store = SledStore::open(dir, 8 << 20, cipher()).await.unwrap();
+    let (m, e1) = seeded(&store).await;
+    let e2 = endpoint(&m);
+    store.create_endpoint(&e2, 5).await.unwrap();
+    let ev = event(&m, None, 1_000);
+    store.accept_event(&ev, &[e1.id.clone(), e2.id.clone()]).await.unwrap();
+    store.close().await.unwrap();
+    (ev, e1, e2)
+}
+
+/// Opens the store, checks both deliveries read `want`, records a successful first
+/// attempt for each endpoint in `attempt` (claimed from what reopening found), closes.
+async fn reopen_and_attempt(dir: &std::path::Path, ev: &Event, want: [DeliveryStatus; 2], attempt: &[&Endpoint]) {
+    let store = SledStore::open(dir, 8 << 20, cipher()).await.unwrap();
+    let listed = store.list_deliveries(&ev.id).await.unwrap();
+    assert_eq!(listed.len(), 2, "both deliveries listed: {listed:?}");
+    assert_ne!(listed[0].endpoint_id, listed[1].endpoint_id);
+    // Compared as sets: the endpoint ids are random, so is their order.
+    let succeeded = |statuses: &mut dyn Iterator<Item = DeliveryStatus>| {
+        let mut flags: Vec<_> = statuses.map(|s| s == DeliveryStatus::Succeeded).collect();
+        flags.sort();
+        flags
+    };
+    assert!(listed.iter().all(|d| d.status != DeliveryStatus::Failed));
+    assert_eq!(
+        succeeded(&mut listed.iter().map(|d| d.status)),
+        succeeded(&mut want.into_iter())
+    );
+    // Pending deliveries keep the event from being purged.
+    let pending = want.iter().filter(|s| **s == DeliveryStatus::Pending).count();
+    if pending > 0 {
+        assert_eq!(store.purge_expired(i64::MAX, 100).await.unwrap(), 0);
+    }
+    assert_eq!(store.queue_depth().await.unwrap(), pending as u64);
+    for e in attempt {
+        let untried = store.get_delivery(&ev.id, &e.id).await.unwrap().unwrap();
+        assert_eq!((untried.status, untried.attempts), (DeliveryStatus::Pending, 0));
+        let claim = claim_one(&store, &e.id, 2_000).await;
+        assert_eq!(claim.attempt, 1);
+        succeed(&store, &claim).await;
+    }
+    store.close().await.unwrap();
+}
+
+/// Layout 6: an event whose first attempts wait in memory keeps its fan-out (its
+/// endpoints) in its `fresh` key, not in the `deliveries` tree; once every first
+/// attempt is recorded the key goes, and the event's deliveries are their records alone.
+#[tokio::test]
+async fn sled_an_untried_events_fan_out_is_its_fresh_key_and_goes_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ev, e1, e2) = two_endpoints_one_event(dir.path()).await;
+    let key = ev.id.as_str().as_bytes().to_vec();
+    let record = |e: &Endpoint| [ev.id.as_str().as_bytes(), e.id.as_str().as_bytes()].concat();
+    assert!(sled_tree(dir.path(), "deliveries").is_empty(), "no fan-out record");
+    let fresh = sled_tree(dir.path(), "fresh");
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0].0, key);
+    assert!(!fresh[0].1.is_empty(), "the fresh key holds the fan-out");
+
+    reopen_and_attempt(dir.path(), &ev, [DeliveryStatus::Pending; 2], &[&e1]).await;
+    let keys: Vec<_> = sled_tree(dir.path(), "deliveries")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, [record(&e1)]);
+    assert_eq!(sled_tree(dir.path(), "fresh").len(), 1, "one first attempt left");
+
+    reopen_and_attempt(
+        dir.path(),
+        &ev,
+        [DeliveryStatus::Succeeded, DeliveryStatus::Pending],
+        &[&e2],
+    )
+    .await;
+    let mut want = vec![record(&e1), record(&e2)];
+    want.sort();
+    let keys: Vec<_> = sled_tree(dir.path(), "deliveries")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, want);
+    assert!(sled_tree(dir.path(), "fresh").is_empty());
+    reopen_and_attempt(dir.path(), &ev, [DeliveryStatus::Succeeded; 2], &[]).await;
+}
+
+/// A layout 5 directory (an empty `fresh` key, the fan-out a record of the
+/// `deliveries` tree) is read as before.
+#[tokio::test]
+async fn sled_an_events_fan_out_in_the_deliveries_tree_still_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ev, e1, e2) = two_endpoints_one_event(dir.path()).await;
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let fresh = db.open_tree("fresh").unwrap();
+        let fan_out = fresh.get(ev.id.as_str()).unwrap().unwrap();
+        db.open_tree("deliveries")
+            .unwrap()
+            .insert(ev.id.as_str(), fan_out)
+            .unwrap();
+        fresh.insert(ev.id.as_str(), &[]).unwrap();
+        db.flush().unwrap();
+    }
+    reopen_and_attempt(dir.path(), &ev, [DeliveryStatus::Pending; 2], &[&e2]).await;
+    reopen_and_attempt(
+        dir.path(),
+        &ev,
+        [DeliveryStatus::Succeeded, DeliveryStatus::Pending],
+        &[&e1],
+    )
+    .await;
+    assert!(sled_tree(dir.path(), "fresh").is_empty());
+    reopen_and_attempt(dir.path(), &ev, [DeliveryStatus::Succeeded; 2], &[]).await;
+}
+
 #[tokio::test]
 async fn sled_admin_tokens_and_the_audit_log_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,10 +9,10 @@
 //! | `events`     | merchant 0x00 event                   | Event            |
 //! | `payloads`   | event                                 | raw body         |
 //! | `dedupe`     | merchant 0x00 idempotency key         | event id         |
-//! | `deliveries` | event                                 | FanOut: the event's endpoints (`records.rs`) |
+//! | `deliveries` | event                                 | FanOut: the endpoints of an event queued on disk (its lanes were full; every event before layout 6) (`records.rs`) |
 //! | `deliveries` | event endpoint                        | Delivery, once it changed from pending and untried; holds its latest attempt (`records.rs`) |
 //! | `queue`      | endpoint due(u64 BE ms) event         | [`QueueEntry`]   |
-//! | `fresh`      | event                                 | empty: its first attempts are not all recorded (`fresh.rs`) |
+//! | `fresh`      | event                                 | FanOut (empty before layout 6): its first attempts wait in memory, not all recorded (`fresh.rs`) |
 //! | `failed`     | endpoint event                        | empty            |
 //! | `attempts`   | event seq(u64 BE)                     | Attempt, unless its delivery's record holds it |
 //! | `admin_tokens` | token name                          | AdminToken (JSON: name, scope, SHA-256 hex, created_at) |

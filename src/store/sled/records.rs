@@ -4,8 +4,9 @@
 //!
 //! Each change to a sled tree copies the node it lands in, and each item stored costs
 //! sled memory for as long as it is kept, so the hot path writes as few and as small
-//! records as it can: an event gets one [`FanOut`] record naming its endpoints instead
-//! of one delivery record per endpoint, a delivery record keeps the delivery's latest
+//! records as it can: an event gets one [`FanOut`] naming its endpoints instead of one
+//! delivery record per endpoint (kept in the event's `fresh` key, which goes once every
+//! endpoint has a record of its own), a delivery record keeps the delivery's latest
 //! attempt instead of one in the `attempts` tree ([`encode_with_attempt`]; the attempt
 //! before it moves there when the next one is recorded), and the records written per
 //! event and attempt use postcard (about a third of their JSON size).
@@ -48,8 +49,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     }
 }
 
-/// One per event, in the `deliveries` tree under the bare event id, so it sorts just
-/// before the event's own delivery records. An endpoint listed here whose delivery
+/// One per event: the value of its `fresh` key while its first attempts wait in
+/// memory, which goes once they are all recorded; for an event queued on disk (its
+/// lanes were full, or written before layout 6) a record in the `deliveries` tree under
+/// the bare event id, so it sorts just before the event's own delivery records. An endpoint listed here whose delivery
 /// has no record of its own has a delivery that is pending, untried and due since the
 /// event was received: whatever changes it (an attempt, a replay, the endpoint's
 /// deletion) writes its record, which from then on wins.
@@ -193,10 +196,12 @@ pub fn spill_in(
 }
 
 /// One delivery, from its own record or else from its event's fan-out. `get` reads
-/// the `deliveries` tree (plain or inside a transaction); `bad` wraps a record that
-/// does not decode.
+/// the `deliveries` tree (plain or inside a transaction), `fresh` the event's `fresh`
+/// key (where the fan-out of an event whose first attempts wait in memory is kept);
+/// `bad` wraps a record that does not decode.
 pub fn read_delivery<E>(
     get: impl Fn(&[u8]) -> Result<Option<IVec>, E>,
+    fresh: impl Fn(&EventId) -> Result<Option<IVec>, E>,
     bad: impl Fn(StoreError) -> E,
     event: &EventId,
     endpoint: &EndpointId,
@@ -204,7 +209,11 @@ pub fn read_delivery<E>(
     if let Some(raw) = get(&keys::delivery(event, endpoint))? {
         return decode_delivery(&raw).map(Some).map_err(bad);
     }
-    match get(event.as_str().as_bytes())? {
+    let fan_out = match get(event.as_str().as_bytes())? {
+        Some(raw) => Some(raw),
+        None => fresh(event)?.filter(|raw| !raw.is_empty()),
+    };
+    match fan_out {
         Some(raw) => Ok(decode::<FanOut>(&raw)
             .map_err(bad)?
             .implied(event, endpoint)
@@ -216,9 +225,10 @@ pub fn read_delivery<E>(
     }
 }
 
-/// [`read_delivery`] from the `deliveries` tree.
+/// [`read_delivery`] from the `deliveries` and `fresh` trees.
 pub fn read_delivery_from(
     deliveries: &sled::Tree,
+    fresh: &sled::Tree,
     event: &EventId,
     endpoint: &EndpointId,
 ) -> Result<Option<Delivery>, StoreError> {
@@ -227,17 +237,35 @@ pub fn read_delivery_from(
             .get(key)
             .map_err(|e| StoreError::backend("reading a delivery", e))
     };
-    Ok(read_delivery(get, |e| e, event, endpoint)?.map(|record| record.delivery))
+    Ok(read_delivery(get, |event| fresh_value(fresh, event), |e| e, event, endpoint)?.map(|record| record.delivery))
 }
 
-/// [`read_delivery`] inside a transaction.
+/// [`read_delivery`] inside a transaction on `deliveries`, with the event's `fresh`
+/// key as [`fresh_value`] read it before the transaction: sled deadlocks on a plain
+/// read inside a transaction, and the caller holds the lock that every removal of a
+/// `fresh` key holds (`queue_writes`), so the value read is still the key's.
 pub fn read_delivery_in(
     deliveries: &TransactionalTree,
+    fresh: Option<&IVec>,
     event: &EventId,
     endpoint: &EndpointId,
 ) -> Result<Option<DeliveryRecord>, ConflictableTransactionError<StoreError>> {
     let get = |key: &[u8]| deliveries.get(key).map_err(Into::into);
-    read_delivery(get, ConflictableTransactionError::Abort, event, endpoint)
+    read_delivery(
+        get,
+        |_| Ok(fresh.cloned()),
+        ConflictableTransactionError::Abort,
+        event,
+        endpoint,
+    )
+}
+
+/// The value of an event's `fresh` key: its fan-out (layout 6), empty (layouts 4 and
+/// 5, whose fan-out is in the `deliveries` tree), or none.
+pub fn fresh_value(fresh: &sled::Tree, event: &EventId) -> Result<Option<IVec>, StoreError> {
+    fresh
+        .get(event.as_str())
+        .map_err(|e| StoreError::backend("reading a fresh key", e))
 }
 
 /// One page of an event's attempts, in the order they were recorded, after the one
@@ -299,16 +327,24 @@ pub fn held_attempts(deliveries: &sled::Tree, event: &EventId) -> Result<Vec<(u6
     Ok(held)
 }
 
-/// Every delivery of an event, ordered by endpoint id, from the `deliveries` tree.
-pub fn list_deliveries_from(deliveries: &sled::Tree, event: &EventId) -> Result<Vec<Delivery>, StoreError> {
-    collect_deliveries(event, deliveries.scan_prefix(event.as_str()))
+/// Every delivery of an event, ordered by endpoint id, from the `deliveries` tree
+/// and the event's `fresh` key.
+pub fn list_deliveries_from(
+    deliveries: &sled::Tree,
+    fresh: &sled::Tree,
+    event: &EventId,
+) -> Result<Vec<Delivery>, StoreError> {
+    collect_deliveries(event, deliveries.scan_prefix(event.as_str()), || {
+        fresh_value(fresh, event)
+    })
 }
 
 /// Every delivery of an event, ordered by endpoint id, from a scan of the event's
-/// prefix of the `deliveries` tree.
+/// prefix of the `deliveries` tree, and its `fresh` key when the scan finds no fan-out.
 fn collect_deliveries(
     event: &EventId,
     entries: impl Iterator<Item = sled::Result<(IVec, IVec)>>,
+    fresh: impl FnOnce() -> Result<Option<IVec>, StoreError>,
 ) -> Result<Vec<Delivery>, StoreError> {
     let mut fan_out = None;
     let mut deliveries = Vec::new();
@@ -318,6 +354,11 @@ fn collect_deliveries(
             fan_out = Some(decode::<FanOut>(&raw)?);
         } else {
             deliveries.push(decode_delivery(&raw)?.delivery);
+        }
+    }
+    if fan_out.is_none() {
+        if let Some(raw) = fresh()?.filter(|raw| !raw.is_empty()) {
+            fan_out = Some(decode::<FanOut>(&raw)?);
         }
     }
     if let Some(fan_out) = fan_out {
@@ -577,26 +618,56 @@ mod tests {
         .into_iter()
         .collect();
         let get = |key: &[u8]| Ok::<_, StoreError>(tree.get(key).cloned());
+        let no_fresh = |_: &EventId| Ok(None);
 
-        let implied = read_delivery(get, |e| e, &event, &a).unwrap().unwrap().delivery;
+        let implied = read_delivery(get, no_fresh, |e| e, &event, &a)
+            .unwrap()
+            .unwrap()
+            .delivery;
         assert_eq!(
             (implied.status, implied.attempts, implied.next_attempt_at),
             (DeliveryStatus::Pending, 0, Some(1_000))
         );
-        let own = read_delivery(get, |e| e, &event, &b).unwrap().unwrap().delivery;
+        let own = read_delivery(get, no_fresh, |e| e, &event, &b)
+            .unwrap()
+            .unwrap()
+            .delivery;
         assert_eq!(own.status, DeliveryStatus::Succeeded);
         assert!(
-            read_delivery(get, |e| e, &event, &c).unwrap().is_none(),
+            read_delivery(get, no_fresh, |e| e, &event, &c).unwrap().is_none(),
             "not fanned out to"
         );
 
         let all = collect_deliveries(
             &event,
             tree.iter().map(|(k, v)| Ok((IVec::from(k.as_slice()), v.clone()))),
+            || Ok(None),
         )
         .unwrap();
-        let mut expected = vec![(a, DeliveryStatus::Pending), (b, DeliveryStatus::Succeeded)];
+        let mut expected = vec![
+            (a.clone(), DeliveryStatus::Pending),
+            (b.clone(), DeliveryStatus::Succeeded),
+        ];
         expected.sort_by(|x, y| x.0.cmp(&y.0));
+        let found: Vec<_> = all.iter().map(|d| (d.endpoint_id.clone(), d.status)).collect();
+        assert_eq!(found, expected);
+
+        // Layout 6: the fan-out of an event with first attempts in memory is its `fresh`
+        // key's value, not a record of the `deliveries` tree; an empty value is layout 5's.
+        let records: std::collections::BTreeMap<Vec<u8>, IVec> =
+            tree.into_iter().filter(|(k, _)| k.len() != EventId::LEN).collect();
+        let get = |key: &[u8]| Ok::<_, StoreError>(records.get(key).cloned());
+        let fresh = |_: &EventId| Ok(Some(IVec::from(encode_compact(&fan_out))));
+        let implied = read_delivery(get, fresh, |e| e, &event, &a).unwrap().unwrap().delivery;
+        assert_eq!(implied.status, DeliveryStatus::Pending);
+        let empty = |_: &EventId| Ok(Some(IVec::from(&[][..])));
+        assert!(read_delivery(get, empty, |e| e, &event, &a).unwrap().is_none());
+        let all = collect_deliveries(
+            &event,
+            records.iter().map(|(k, v)| Ok((IVec::from(k.as_slice()), v.clone()))),
+            || Ok(Some(IVec::from(encode_compact(&fan_out)))),
+        )
+        .unwrap();
         let found: Vec<_> = all.iter().map(|d| (d.endpoint_id.clone(), d.status)).collect();
         assert_eq!(found, expected);
     }
