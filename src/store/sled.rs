@@ -359,15 +359,13 @@ fn fresh_at_open(
         // The key holds the event's fan-out (layout 6); an empty one (layouts 4 and 5)
         // names the fan-out record in the `deliveries` tree. Without either the event
         // was deleted.
-        let raw = match Some(value).filter(|v| !v.is_empty()) {
-            Some(value) => value,
-            None => match deliveries.get(event.as_str()).map_err(&read)? {
-                Some(raw) => raw,
-                None => {
-                    gone()?;
-                    continue;
-                }
-            },
+        let raw = if !value.is_empty() {
+            value
+        } else if let Some(raw) = deliveries.get(event.as_str()).map_err(&read)? {
+            raw
+        } else {
+            gone()?;
+            continue;
         };
         let fan_out: FanOut = decode(&raw)?;
         let mut pending = Vec::new();

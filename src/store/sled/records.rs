@@ -51,11 +51,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
 
 /// One per event: the value of its `fresh` key while its first attempts wait in
 /// memory, which goes once they are all recorded; for an event queued on disk (its
-/// lanes were full, or written before layout 6) a record in the `deliveries` tree under
-/// the bare event id, so it sorts just before the event's own delivery records. An endpoint listed here whose delivery
-/// has no record of its own has a delivery that is pending, untried and due since the
-/// event was received: whatever changes it (an attempt, a replay, the endpoint's
-/// deletion) writes its record, which from then on wins.
+/// lanes were full, or written before layout 6) a record in the `deliveries` tree
+/// under the bare event id, so it sorts just before the event's own delivery records.
+/// An endpoint listed here whose delivery has no record of its own has a delivery that
+/// is pending, untried and due since the event was received: whatever changes it (an
+/// attempt, a replay, the endpoint's deletion) writes its record, which from then on
+/// wins.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FanOut {
     pub merchant_id: MerchantId,
