@@ -21,6 +21,8 @@ pub struct Metrics {
     /// Set from the store on every scrape.
     pub queue_depth: IntGauge,
     pub in_flight: IntGauge,
+    /// Endpoints probed one delivery at a time, since their attempts get no answer.
+    pub endpoints_unreachable: IntGauge,
     /// Finished events removed by retention.
     pub events_purged: IntCounter,
     /// `reason` = missing | malformed | mismatch | expired: ingests refused by a
@@ -74,6 +76,11 @@ impl Metrics {
         .expect("valid metric");
         let in_flight =
             IntGauge::new("hookrelay_deliveries_in_flight", "Delivery attempts under way").expect("valid metric");
+        let endpoints_unreachable = IntGauge::new(
+            "hookrelay_endpoints_unreachable",
+            "Endpoints whose attempts get no answer (refused or timed out), probed one delivery at a time",
+        )
+        .expect("valid metric");
         let events_purged = IntCounter::new("hookrelay_events_purged_total", "Finished events removed by retention")
             .expect("valid metric");
         let ingest_verification_failures = IntCounterVec::new(
@@ -112,6 +119,7 @@ impl Metrics {
             Box::new(delivery_lag.clone()),
             Box::new(queue_depth.clone()),
             Box::new(in_flight.clone()),
+            Box::new(endpoints_unreachable.clone()),
             Box::new(events_purged.clone()),
             Box::new(ingest_rate_limited.clone()),
             Box::new(egress_refused.clone()),
@@ -142,6 +150,7 @@ impl Metrics {
             delivery_lag,
             queue_depth,
             in_flight,
+            endpoints_unreachable,
             events_purged,
             ingest_verification_failures,
             ingest_rate_limited,

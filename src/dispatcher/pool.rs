@@ -2,7 +2,8 @@
 //! most `endpoint_concurrency` attempts in flight, all under one global cap.
 //!
 //! A worker sleeps until its endpoint's next due delivery, or until it is woken
-//! (new event, replay, endpoint changed). No lock is held across an HTTP call: a
+//! (new event, replay, endpoint changed). While its endpoint gives no answer, it sends
+//! one delivery at a time, a retry delay apart (`reachability.rs`). No lock is held across an HTTP call: a
 //! claim is a lease in the store, and the attempt runs as its own task.
 
 use std::collections::HashMap;
@@ -15,9 +16,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::reachability::{Change, Reachability};
 use super::step::{deliver_one, DispatchContext};
 use crate::delivery::Destination;
-use crate::domain::{now_ms, EndpointId, MerchantId, UnixMillis};
+use crate::domain::{now_ms, AttemptOutcome, EndpointId, MerchantId, UnixMillis};
 
 /// How long past the attempt timeout a lease lasts before another worker may
 /// take the delivery over.
@@ -141,6 +143,7 @@ impl Dispatcher {
 impl Shared {
     async fn run_until_stopped(&self, merchant: &MerchantId, endpoint_id: &EndpointId, signal: &Notify) {
         let mut in_flight = JoinSet::new();
+        let mut reach = Reachability::new(self.ctx.policy.initial_delay());
         // The endpoint as last read (with its URL checked), the change epoch then, and when.
         let mut cached: Option<(Arc<Destination>, u64, Instant)> = None;
         loop {
@@ -149,7 +152,7 @@ impl Shared {
                 if *read_epoch == epoch && read_at.elapsed() < ENDPOINT_REFRESH {
                     let destination = destination.clone();
                     if self
-                        .step(&destination, endpoint_id, &mut in_flight, signal)
+                        .step(&destination, endpoint_id, &mut in_flight, &mut reach, signal)
                         .await
                         .is_break()
                     {
@@ -169,9 +172,15 @@ impl Shared {
                     continue;
                 }
             };
+            let moved = cached
+                .as_ref()
+                .is_some_and(|(before, ..)| before.endpoint.url != destination.endpoint.url);
+            if moved && reach.reset() {
+                self.report(endpoint_id, Some(Change::Reachable));
+            }
             cached = Some((destination.clone(), epoch, Instant::now()));
             if self
-                .step(&destination, endpoint_id, &mut in_flight, signal)
+                .step(&destination, endpoint_id, &mut in_flight, &mut reach, signal)
                 .await
                 .is_break()
             {
@@ -180,6 +189,30 @@ impl Shared {
         }
         // Let attempts under way finish; the pool's drain bounds how long we wait.
         while in_flight.join_next().await.is_some() {}
+        if reach.unreachable() {
+            self.ctx.metrics.endpoints_unreachable.dec();
+        }
+    }
+
+    /// Logs an endpoint becoming unreachable or reachable, and counts it.
+    fn report(&self, endpoint_id: &EndpointId, change: Option<Change>) {
+        let gauge = &self.ctx.metrics.endpoints_unreachable;
+        match change {
+            Some(Change::Unreachable) => {
+                gauge.inc();
+                tracing::warn!(
+                    %endpoint_id,
+                    misses = super::reachability::UNREACHABLE_AFTER,
+                    probe_gap_ms = self.ctx.policy.initial_delay().as_millis() as u64,
+                    "endpoint unreachable: attempts in a row got no answer; probing it with one delivery at a time, the others wait"
+                );
+            }
+            Some(Change::Reachable) => {
+                gauge.dec();
+                tracing::info!(%endpoint_id, "endpoint reachable again: sending everything due");
+            }
+            None => {}
+        }
     }
 
     /// Claims what is due (within the free slots), starts the attempts, then sleeps
@@ -188,14 +221,18 @@ impl Shared {
         &self,
         destination: &Arc<Destination>,
         endpoint_id: &EndpointId,
-        in_flight: &mut JoinSet<()>,
+        in_flight: &mut JoinSet<Option<AttemptOutcome>>,
+        reach: &mut Reachability,
         signal: &Notify,
     ) -> ControlFlow<()> {
         {
             let mut next_due: Option<UnixMillis> = None;
-            let free = self.endpoint_concurrency.saturating_sub(in_flight.len());
+            let concurrency = reach.concurrency(self.endpoint_concurrency);
+            let free = concurrency.saturating_sub(in_flight.len());
             let enabled = destination.endpoint.enabled;
-            if enabled && free > 0 {
+            // While the endpoint is unreachable: the time of the next probe.
+            let hold = reach.hold_until(Instant::now());
+            if enabled && free > 0 && hold.is_none() {
                 let first = tokio::select! {
                     permit = self.global.clone().acquire_owned() => permit.expect("semaphore never closed"),
                     _ = self.stop.cancelled() => return ControlFlow::Break(()),
@@ -220,9 +257,12 @@ impl Shared {
                             let (ctx, destination) = (self.ctx.clone(), destination.clone());
                             in_flight.spawn(async move {
                                 let _permit = permit;
-                                if let Err(error) = deliver_one(&ctx, &destination, claim).await {
-                                    tracing::error!(error = %crate::error::error_chain(&error), "recording an attempt failed; the lease will expire and the delivery be retried");
-                                }
+                                deliver_one(&ctx, &destination, claim)
+                                    .await
+                                    .inspect_err(|error| {
+                                        tracing::error!(error = %crate::error::error_chain(error), "recording an attempt failed; the lease will expire and the delivery be retried");
+                                    })
+                                    .ok()
                             });
                         }
                     }
@@ -234,15 +274,21 @@ impl Shared {
             }
 
             // Sleep until something can change: a wake-up, an attempt ending (a slot
-            // frees), the next due time (only worth it with a free slot), or a stop.
-            let can_claim = enabled && in_flight.len() < self.endpoint_concurrency;
-            let sleep_for = next_due
-                .filter(|_| can_claim)
-                .map(|due| Duration::from_millis((due - now_ms()).max(0) as u64));
+            // frees), the next due time (only worth it with a free slot) or probe, or a stop.
+            let can_claim = enabled && in_flight.len() < concurrency;
+            let sleep_for = match hold {
+                Some(probe_at) => Some(probe_at.saturating_duration_since(Instant::now())),
+                None => next_due.map(|due| Duration::from_millis((due - now_ms()).max(0) as u64)),
+            }
+            .filter(|_| can_claim);
             tokio::select! {
                 _ = self.stop.cancelled() => return ControlFlow::Break(()),
                 _ = signal.notified() => {}
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                Some(ended) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Ok(Some(outcome)) = ended {
+                        self.report(endpoint_id, reach.record(outcome, Instant::now()));
+                    }
+                }
                 _ = tokio::time::sleep(sleep_for.unwrap_or_default()), if sleep_for.is_some() => {}
             }
         }

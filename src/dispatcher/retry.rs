@@ -29,6 +29,11 @@ impl RetryPolicy {
         }
     }
 
+    /// The delay before the first retry.
+    pub fn initial_delay(&self) -> Duration {
+        self.initial
+    }
+
     /// The longest delay the policy ever schedules.
     pub fn max_delay(&self) -> Duration {
         self.max

@@ -20,13 +20,14 @@ pub struct DispatchContext {
     pub policy: RetryPolicy,
 }
 
-/// Attempts one claimed delivery and records the result. A store failure while
-/// recording leaves the lease to expire, so the delivery is attempted again.
+/// Attempts one claimed delivery, records the result, and returns how the attempt
+/// ended. A store failure while recording leaves the lease to expire, so the delivery
+/// is attempted again.
 pub async fn deliver_one(
     ctx: &DispatchContext,
     destination: &Destination,
     claim: Claim,
-) -> Result<Disposition, StoreError> {
+) -> Result<AttemptOutcome, StoreError> {
     let span = tracing::info_span!(
         "deliver",
         event_id = %claim.event_id,
@@ -86,7 +87,7 @@ pub async fn deliver_one(
             }
         }
         debug_assert!(report.outcome != AttemptOutcome::Success || disposition == Disposition::Succeeded);
-        Ok(disposition)
+        Ok(report.outcome)
     }
     .instrument(span)
     .await

@@ -284,6 +284,15 @@ impl Receiver {
     }
 
     pub async fn answering(behaviour: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
+        Self::answering_on(0, behaviour).await
+    }
+
+    /// Answers 200 to everything, on `port` (0: any free one).
+    pub async fn start_on(port: u16) -> Self {
+        Self::answering_on(port, |_| Reply::status(200)).await
+    }
+
+    async fn answering_on(port: u16, behaviour: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
         let behaviour: Arc<Mutex<Behaviour>> = Arc::new(Mutex::new(Arc::new(behaviour)));
         let (r, b) = (received.clone(), behaviour.clone());
@@ -309,7 +318,7 @@ impl Receiver {
         })
         .workers(2)
         .disable_signals()
-        .bind("127.0.0.1:0")
+        .bind(("127.0.0.1", port))
         .unwrap();
         let port = server.addrs()[0].port();
         let server = server.run();

@@ -245,6 +245,82 @@ async fn an_attempt_to_a_closed_port_is_classified_connect_error() {
 }
 
 #[tokio::test]
+async fn an_endpoint_that_refuses_connections_is_probed_one_delivery_at_a_time_until_it_answers() {
+    const EVENTS: usize = 30;
+    let app = spawn_app_with(&[
+        ("HOOKRELAY_RETRY_INITIAL_MS", "300"),
+        ("HOOKRELAY_RETRY_MAX_MS", "600"),
+        ("HOOKRELAY_RETRY_MAX_ATTEMPTS", "100"),
+    ])
+    .await;
+    let merchant = app.create_merchant("acme").await;
+    let healthy = Receiver::start().await;
+    app.create_endpoint("acme", &healthy.url("/up"), &[]).await;
+    let down_port = closed_port();
+    let down = app
+        .create_endpoint("acme", &format!("http://127.0.0.1:{down_port}/down"), &[])
+        .await;
+    let mut events = Vec::new();
+    for n in 0..EVENTS {
+        let body = format!(r#"{{"type":"a.b","n":{n}}}"#);
+        events.push(ingest_queued(&app, &merchant, &body, 2).await);
+    }
+
+    // Attempting every due delivery would make at least one attempt per delivery and,
+    // at 300 ms doubling to 600 ms, about five each in 3 s: some 150. Probing makes
+    // the misses that tell the endpoint is down (five, and at most the endpoint's
+    // concurrency of 16 with those under way), then one every 300 ms or more.
+    let down_for = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let misses = app.metric(&attempts_total("connect_error")).await;
+    let bound = 16.0 + (down_for.elapsed().as_millis() / 300) as f64 + 2.0;
+    assert!(
+        (5.0..=bound).contains(&misses),
+        "{misses} attempts to the closed port in {:?} (at most {bound} expected)",
+        down_for.elapsed()
+    );
+    assert_eq!(app.metric("hookrelay_endpoints_unreachable").await, 1.0);
+    assert_eq!(healthy.received().len(), EVENTS, "the other endpoint never waited");
+    assert_eq!(app.metric("hookrelay_queue_depth").await, EVENTS as f64);
+
+    // It comes back on the same port: every delivery goes out once a probe is answered.
+    let back = Receiver::start_on(down_port).await;
+    let back_at = Instant::now();
+    for event_id in &events {
+        app.wait_for_deliveries("acme", event_id, "succeeded", WAIT).await;
+    }
+    assert!(
+        back_at.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        back_at.elapsed()
+    );
+    assert_eq!(back.received().len(), EVENTS);
+    assert_eq!(app.metric("hookrelay_endpoints_unreachable").await, 0.0);
+    // Deliveries that waited were not attempted meanwhile: counts stayed as they were.
+    let attempts_to_down: f64 = {
+        let mut total = 0;
+        for event_id in &events {
+            let event = app.event("acme", event_id).await;
+            let delivery = event["deliveries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["endpoint_id"] == down["id"])
+                .expect("a delivery to the endpoint that was down")
+                .clone();
+            total += delivery["attempts"].as_u64().unwrap();
+        }
+        total as f64
+    };
+    let all_misses = app.metric(&attempts_total("connect_error")).await;
+    assert_eq!(
+        attempts_to_down,
+        all_misses + EVENTS as f64,
+        "one success each, besides the misses"
+    );
+}
+
+#[tokio::test]
 async fn a_redirect_is_an_http_error_and_is_not_followed() {
     let app = spawn_app().await;
     let elsewhere = Receiver::start().await;

@@ -545,7 +545,7 @@ pub fn render_table(report: &Report) -> String {
                 "backlog: first delivery after sink up",
                 format!("{first:.2} s"),
                 None,
-                "(retry delay)",
+                "(the next probe: within the first retry delay)",
             );
         }
         if let Some(rss) = b.peak_rss_while_draining_bytes {
