@@ -15,6 +15,8 @@ use crate::support::{self, Ledger};
 const SENDERS: usize = 8;
 /// The gateway's `HOOKRELAY_ENDPOINT_CONCURRENCY` (its default).
 const ENDPOINT_CONCURRENCY: usize = 16;
+/// Attempts without an answer after which an endpoint is probed (`UNREACHABLE_AFTER`).
+const MISSES_BEFORE_PROBING: usize = 5;
 /// `HOOKRELAY_RETRY_INITIAL_MS`: also the least gap between two probes.
 const PROBE_GAP_MS: u128 = 250;
 
@@ -77,9 +79,11 @@ async fn receivers_down_for_several_retry_intervals_are_probed_and_get_everythin
          endpoints_unreachable {unreachable}"
     ));
     // Attempting every due delivery would have made at least one attempt per delivery.
-    // Probing: the attempts under way when the fifth miss came back (at most the
-    // endpoint's concurrency), then one per probe gap, for each endpoint.
-    let bound = 2.0 * (ENDPOINT_CONCURRENCY as f64 + (down_ms / PROBE_GAP_MS) as f64 + 2.0);
+    // Probing, for each endpoint: the four misses before the fifth, the attempts under
+    // way when it came back (at most the endpoint's concurrency, it included), then
+    // one per probe gap and one more, and two for timing slack.
+    let bound =
+        2.0 * ((MISSES_BEFORE_PROBING - 1 + ENDPOINT_CONCURRENCY) as f64 + (down_ms / PROBE_GAP_MS) as f64 + 3.0);
     row.check(
         failed_attempts <= bound,
         format!("{failed_attempts} attempts while down, more than probing makes ({bound})"),
