@@ -3,8 +3,9 @@
 //!
 //! A worker sleeps until its endpoint's next due delivery, or until it is woken
 //! (new event, replay, endpoint changed). While its endpoint gives no answer, it sends
-//! one delivery at a time, a retry delay apart (`reachability.rs`). No lock is held across an HTTP call: a
-//! claim is a lease in the store, and the attempt runs as its own task.
+//! one delivery at a time, a retry delay apart (`reachability.rs`). No lock is held
+//! across an HTTP call: a claim is a lease in the store, and the attempt runs as its
+//! own task.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;

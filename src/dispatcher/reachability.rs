@@ -35,7 +35,7 @@ pub struct Reachability {
 pub enum Change {
     /// The endpoint just became unreachable: probing starts.
     Unreachable,
-    /// A probe got an answer: every due delivery may go again.
+    /// An attempt got an answer, or the URL changed: every due delivery may go again.
     Reachable,
 }
 
