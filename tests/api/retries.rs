@@ -321,6 +321,86 @@ async fn an_endpoint_that_refuses_connections_is_probed_one_delivery_at_a_time_u
     );
 }
 
+/// Polls the gauge of unreachable endpoints until it reads `value`.
+async fn wait_for_unreachable(app: &TestApp, value: f64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = app.metric("hookrelay_endpoints_unreachable").await;
+        if now == value {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "endpoints_unreachable stayed {now}, not {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_given_a_new_url_gets_everything_due_and_a_deleted_one_is_forgotten() {
+    let app = spawn_app_with(&[
+        ("HOOKRELAY_RETRY_INITIAL_MS", "2000"),
+        ("HOOKRELAY_RETRY_MAX_MS", "4000"),
+        ("HOOKRELAY_RETRY_MAX_ATTEMPTS", "100"),
+    ])
+    .await;
+    let merchant = app.create_merchant("acme").await;
+    let moved = app
+        .create_endpoint("acme", &format!("http://127.0.0.1:{}/old", closed_port()), &[])
+        .await;
+    let mut events = Vec::new();
+    for n in 0..30 {
+        let body = format!(r#"{{"type":"a.b","n":{n}}}"#);
+        events.push(ingest_queued(&app, &merchant, &body, 1).await);
+    }
+    wait_for_unreachable(&app, 1.0).await;
+    // At most 4 + 16 were tried (and wait for their 2 s retry); the rest are due.
+    let untried = events.len() - app.metric(&attempts_total("connect_error")).await as usize;
+    assert!(untried >= 10, "{untried} deliveries left untried");
+
+    // A new URL is a new endpoint as far as reachability goes: everything due goes
+    // there now, not one delivery per 2 s probe gap.
+    let receiver = Receiver::start().await;
+    let path = format!("/api/v1/merchants/acme/endpoints/{}", moved["id"].as_str().unwrap());
+    let (status, body) = app
+        .admin(
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({ "url": receiver.url("/new") })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let patched_at = Instant::now();
+    while receiver.received().len() < untried {
+        assert!(
+            patched_at.elapsed() < Duration::from_secs(1),
+            "{} of the {untried} due deliveries arrived in 1 s: they waited for probes",
+            receiver.received().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for event_id in &events {
+        app.wait_for_deliveries("acme", event_id, "succeeded", WAIT).await;
+    }
+    assert_eq!(receiver.received().len(), events.len());
+    wait_for_unreachable(&app, 0.0).await;
+
+    // An endpoint deleted while unreachable leaves the gauge.
+    let dead = app
+        .create_endpoint("acme", &format!("http://127.0.0.1:{}/dead", closed_port()), &[])
+        .await;
+    for n in 0..6 {
+        let body = format!(r#"{{"type":"a.b","m":{n}}}"#);
+        ingest_queued(&app, &merchant, &body, 2).await;
+    }
+    wait_for_unreachable(&app, 1.0).await;
+    let path = format!("/api/v1/merchants/acme/endpoints/{}", dead["id"].as_str().unwrap());
+    let (status, body) = app.admin(reqwest::Method::DELETE, &path, None).await;
+    assert!(status == 204 || status == 200, "{status} {body}");
+    wait_for_unreachable(&app, 0.0).await;
+}
+
 #[tokio::test]
 async fn a_redirect_is_an_http_error_and_is_not_followed() {
     let app = spawn_app().await;
