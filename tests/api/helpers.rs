@@ -396,6 +396,19 @@ impl TestApp {
 }
 
 /// A port on which nothing listens (bound once, then released): connections to it are refused.
+/// Polls one metric series until `done` holds for its value.
+pub async fn wait_for_metric(app: &TestApp, series: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let value = app.metric(series).await;
+        if done(value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{series} stayed at {value}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().unwrap().port()

@@ -2,11 +2,13 @@
 //! OpenAPI document, and the answer to an unknown route.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 
-use crate::helpers::{assert_error, closed_port, spawn_app, spawn_app_with, Receiver, Reply, TestApp, ADMIN_TOKEN};
+use crate::helpers::{
+    assert_error, closed_port, spawn_app, spawn_app_with, wait_for_metric, Receiver, Reply, TestApp, ADMIN_TOKEN,
+};
 
 /// `(name, type, labels)` of every metric SPEC.md lists.
 const SPEC_METRICS: [(&str, &str, &[&str]); 7] = [
@@ -36,19 +38,6 @@ async fn scrape(app: &TestApp) -> (u16, String, String) {
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned());
     (status, content_type.unwrap_or_default(), response.text().await.unwrap())
-}
-
-/// Polls one metric series until `done` holds for its value.
-async fn wait_for_metric(app: &TestApp, series: &str, done: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let value = app.metric(series).await;
-        if done(value) {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{series} stayed at {value}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 #[tokio::test]

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{closed_port, spawn_app, spawn_app_with, Receiver, Reply, TestApp};
+use crate::helpers::{closed_port, spawn_app, spawn_app_with, wait_for_metric, Receiver, Reply, TestApp};
+
+const UNREACHABLE: &str = "hookrelay_endpoints_unreachable";
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -280,7 +282,7 @@ async fn an_endpoint_that_refuses_connections_is_probed_one_delivery_at_a_time_u
         "{misses} attempts to the closed port in {:?} (at most {bound} expected)",
         down_for.elapsed()
     );
-    assert_eq!(app.metric("hookrelay_endpoints_unreachable").await, 1.0);
+    assert_eq!(app.metric(UNREACHABLE).await, 1.0);
     assert_eq!(healthy.received().len(), EVENTS, "the other endpoint never waited");
     assert_eq!(app.metric("hookrelay_queue_depth").await, EVENTS as f64);
 
@@ -296,7 +298,7 @@ async fn an_endpoint_that_refuses_connections_is_probed_one_delivery_at_a_time_u
         back_at.elapsed()
     );
     assert_eq!(back.received().len(), EVENTS);
-    assert_eq!(app.metric("hookrelay_endpoints_unreachable").await, 0.0);
+    assert_eq!(app.metric(UNREACHABLE).await, 0.0);
     // Deliveries that waited were not attempted meanwhile: counts stayed as they were.
     let attempts_to_down: f64 = {
         let mut total = 0;
@@ -321,22 +323,6 @@ async fn an_endpoint_that_refuses_connections_is_probed_one_delivery_at_a_time_u
     );
 }
 
-/// Polls the gauge of unreachable endpoints until it reads `value`.
-async fn wait_for_unreachable(app: &TestApp, value: f64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let now = app.metric("hookrelay_endpoints_unreachable").await;
-        if now == value {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "endpoints_unreachable stayed {now}, not {value}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn an_unreachable_endpoint_given_a_new_url_gets_everything_due_and_a_deleted_one_is_forgotten() {
     let app = spawn_app_with(&[
@@ -354,7 +340,7 @@ async fn an_unreachable_endpoint_given_a_new_url_gets_everything_due_and_a_delet
         let body = format!(r#"{{"type":"a.b","n":{n}}}"#);
         events.push(ingest_queued(&app, &merchant, &body, 1).await);
     }
-    wait_for_unreachable(&app, 1.0).await;
+    wait_for_metric(&app, UNREACHABLE, |v| v == 1.0).await;
     // At most 4 + 16 were tried (and wait for their 2 s retry); the rest are due.
     let untried = events.len() - app.metric(&attempts_total("connect_error")).await as usize;
     assert!(untried >= 10, "{untried} deliveries left untried");
@@ -384,7 +370,7 @@ async fn an_unreachable_endpoint_given_a_new_url_gets_everything_due_and_a_delet
         app.wait_for_deliveries("acme", event_id, "succeeded", WAIT).await;
     }
     assert_eq!(receiver.received().len(), events.len());
-    wait_for_unreachable(&app, 0.0).await;
+    wait_for_metric(&app, UNREACHABLE, |v| v == 0.0).await;
 
     // An endpoint deleted while unreachable leaves the gauge.
     let dead = app
@@ -394,11 +380,11 @@ async fn an_unreachable_endpoint_given_a_new_url_gets_everything_due_and_a_delet
         let body = format!(r#"{{"type":"a.b","m":{n}}}"#);
         ingest_queued(&app, &merchant, &body, 2).await;
     }
-    wait_for_unreachable(&app, 1.0).await;
+    wait_for_metric(&app, UNREACHABLE, |v| v == 1.0).await;
     let path = format!("/api/v1/merchants/acme/endpoints/{}", dead["id"].as_str().unwrap());
     let (status, body) = app.admin(reqwest::Method::DELETE, &path, None).await;
     assert!(status == 204 || status == 200, "{status} {body}");
-    wait_for_unreachable(&app, 0.0).await;
+    wait_for_metric(&app, UNREACHABLE, |v| v == 0.0).await;
 }
 
 #[tokio::test]
