@@ -77,6 +77,9 @@ struct State {
     count: AtomicUsize,
     /// Connections accepted in all.
     connections: AtomicUsize,
+    /// Requests read and not yet answered (or given up on), and the most there ever were.
+    answering: AtomicUsize,
+    most_answering: AtomicUsize,
     /// Reset every other connection right after accepting it, before reading anything.
     reset_on_accept: bool,
     /// Body bytes written by `Huge` answers before the client hung up, per connection.
@@ -120,6 +123,8 @@ impl TcpReceiver {
             keep,
             count: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            answering: AtomicUsize::new(0),
+            most_answering: AtomicUsize::new(0),
             reset_on_accept,
             huge_written: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
@@ -199,6 +204,13 @@ impl TcpReceiver {
 
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// The most requests it was ever answering at once: what the client really had in
+    /// flight here. (Connections overstate it: a client's pool may open a new one while
+    /// a finished request's connection is on its way back to the pool.)
+    pub fn most_at_once(&self) -> usize {
+        self.state.most_answering.load(Ordering::SeqCst)
     }
 
     /// Body bytes each `Huge` answer got out before the client hung up.
@@ -328,6 +340,7 @@ async fn serve_connection(stream: TcpStream, state: &State) -> io::Result<()> {
         let body: Vec<u8> = buf.drain(..head.content_length).collect();
 
         let n = state.count.fetch_add(1, Ordering::SeqCst);
+        let _answering = Answering::start(state);
         if state.keep {
             let body_id = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -387,6 +400,24 @@ async fn serve_connection(stream: TcpStream, state: &State) -> io::Result<()> {
         if head.close {
             return Ok(());
         }
+    }
+}
+
+/// Counts one request as being answered until dropped: when its answer is written, or
+/// the connection ends or is aborted first.
+struct Answering<'a>(&'a State);
+
+impl<'a> Answering<'a> {
+    fn start(state: &'a State) -> Self {
+        let now = state.answering.fetch_add(1, Ordering::SeqCst) + 1;
+        state.most_answering.fetch_max(now, Ordering::SeqCst);
+        Self(state)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.answering.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
