@@ -340,7 +340,7 @@ async fn serve_connection(stream: TcpStream, state: &State) -> io::Result<()> {
         let body: Vec<u8> = buf.drain(..head.content_length).collect();
 
         let n = state.count.fetch_add(1, Ordering::SeqCst);
-        let _answering = Answering::start(state);
+        let answering = Answering::start(state);
         if state.keep {
             let body_id = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -365,6 +365,9 @@ async fn serve_connection(stream: TcpStream, state: &State) -> io::Result<()> {
                     answer.push_str(&format!("{name}: {value}\r\n"));
                 }
                 answer.push_str("\r\nok");
+                // No longer counted once the answer may reach the client, so a request
+                // it sends next can never be counted beside this one.
+                drop(answering);
                 write_all(&stream, answer.as_bytes()).await?;
             }
             Action::Hang => std::future::pending::<()>().await,
@@ -403,8 +406,8 @@ async fn serve_connection(stream: TcpStream, state: &State) -> io::Result<()> {
     }
 }
 
-/// Counts one request as being answered until dropped: when its answer is written, or
-/// the connection ends or is aborted first.
+/// Counts one request as being answered until dropped: just before a plain answer is
+/// written, once any other action is done, or when the connection ends or is aborted.
 struct Answering<'a>(&'a State);
 
 impl<'a> Answering<'a> {
