@@ -1092,6 +1092,11 @@ fn sled_tree(dir: &std::path::Path, name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
+/// The keys of a tree of the sled store in `dir`, in order.
+fn sled_keys(dir: &std::path::Path, name: &str) -> Vec<Vec<u8>> {
+    sled_tree(dir, name).into_iter().map(|(k, _)| k).collect()
+}
+
 /// A merchant with two endpoints and one event for both, accepted; the store closed.
 async fn two_endpoints_one_event(dir: &std::path::Path) -> (Event, Endpoint, Endpoint) {
     let store = SledStore::open(dir, 8 << 20, cipher()).await.unwrap();
@@ -1150,10 +1155,7 @@ async fn sled_an_untried_events_fan_out_is_its_fresh_key_and_goes_with_it() {
     assert!(!fresh[0].1.is_empty(), "the fresh key holds the fan-out");
 
     reopen_and_attempt(dir.path(), &ev, [DeliveryStatus::Pending; 2], &[&e1]).await;
-    let keys: Vec<_> = sled_tree(dir.path(), "deliveries")
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let keys = sled_keys(dir.path(), "deliveries");
     assert_eq!(keys, [record(&e1)]);
     assert_eq!(sled_tree(dir.path(), "fresh").len(), 1, "one first attempt left");
 
@@ -1166,10 +1168,7 @@ async fn sled_an_untried_events_fan_out_is_its_fresh_key_and_goes_with_it() {
     .await;
     let mut want = vec![record(&e1), record(&e2)];
     want.sort();
-    let keys: Vec<_> = sled_tree(dir.path(), "deliveries")
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let keys = sled_keys(dir.path(), "deliveries");
     assert_eq!(keys, want);
     assert!(sled_tree(dir.path(), "fresh").is_empty());
     reopen_and_attempt(dir.path(), &ev, [DeliveryStatus::Succeeded; 2], &[]).await;
